@@ -1,0 +1,119 @@
+//! The command line, as clap types. Doc comments here are the `--help` text.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loisto-image",
+    version,
+    about = "Build immutable appliance OS images from plain shell phases",
+    long_about = "Build immutable appliance OS images from plain shell phases.\n\n\
+        An image project is a directory with image.conf (shell-style KEY=value config) and \
+        phases/NN-name.sh scripts. `loisto-image build` runs the phases in order with a documented \
+        environment, logs each one, and promotes the result to the output directory only when \
+        every phase succeeded.",
+    after_help = "Examples:\n  loisto-image build\n  loisto-image -C ~/my-image build --from 50\n  \
+        loisto-image plan --json\n  loisto-image vm --headless"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// The image project directory.
+    #[arg(short = 'C', long = "project", global = true, value_name = "DIR", default_value = ".")]
+    pub project: PathBuf,
+    /// The config file [default: DIR/image.conf].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a config value (repeatable). An array key takes shell words: --set 'PACKAGES=a b'.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Show every phase's output live.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the phases and promote the result to the output directory.
+    #[command(after_help = "Examples:\n  loisto-image build\n  loisto-image build --from 50-verity\n  \
+        loisto-image build --only 40 --only 50 -v\n  loisto-image build --skip 70-disk --dry-run")]
+    Build(BuildArgs),
+    /// Show the phases that would run, in order, and the environment they get.
+    #[command(after_help = "Examples:\n  loisto-image plan\n  loisto-image plan --from 40 --json")]
+    Plan(PlanArgs),
+    /// Print the resolved config (after --set overrides).
+    #[command(after_help = "Examples:\n  loisto-image config\n  loisto-image config --json | jq .PACKAGES")]
+    Config(ConfigArgs),
+    /// Re-hash the artifacts a build recorded and report missing or changed files.
+    #[command(after_help = "Examples:\n  loisto-image verify\n  loisto-image verify /srv/images/output")]
+    Verify(VerifyArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  loisto-image completions bash > /etc/bash_completion.d/loisto-image\n  \
+        loisto-image completions zsh > ~/.zfunc/_loisto-image")]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(after_help = "Examples:\n  loisto-image man > loisto-image.1 && man ./loisto-image.1")]
+    Man,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Start at this phase (number `40` or name `40-strip`).
+    #[arg(long, value_name = "PHASE")]
+    pub from: Option<String>,
+    /// Stop after this phase.
+    #[arg(long, value_name = "PHASE")]
+    pub to: Option<String>,
+    /// Run only this phase (repeatable).
+    #[arg(long, value_name = "PHASE")]
+    pub only: Vec<String>,
+    /// Do not run this phase (repeatable).
+    #[arg(long, value_name = "PHASE")]
+    pub skip: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Run nothing; print the plan.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print one JSON object: key -> string or array of strings.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Output directory to check [default: the project's output directory].
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}

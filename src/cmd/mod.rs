@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod build;
+pub mod completions;
+pub mod config;
+pub mod man;
+pub mod plan;
+pub mod verify;

@@ -1,0 +1,31 @@
+//! loisto-image: a transparent runner for image projects (image.conf + phases/NN-name.sh).
+
+pub mod cli;
+pub mod cmd;
+pub mod conf;
+pub mod error;
+pub mod lock;
+pub mod manifest;
+pub mod phase;
+pub mod phase_env;
+pub mod proc;
+pub mod project;
+pub mod signals;
+pub mod staging;
+pub mod ui;
+
+use anyhow::Result;
+use cli::{Cli, Command};
+
+pub fn run(cli: &Cli) -> Result<()> {
+    let style = ui::init(cli.global.verbose, cli.global.quiet);
+    let g = &cli.global;
+    match &cli.command {
+        Command::Build(a) => cmd::build::run(g, a, style),
+        Command::Plan(a) => cmd::plan::run(g, a),
+        Command::Config(a) => cmd::config::run(g, a),
+        Command::Verify(a) => cmd::verify::run(g, a),
+        Command::Completions(a) => cmd::completions::run(a),
+        Command::Man => cmd::man::run(),
+    }
+}

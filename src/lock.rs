@@ -1,0 +1,58 @@
+//! One build per output directory at a time: an flock(2) on `OUTPUT.lock`, released by the
+//! kernel when the process ends, however it ends.
+
+use crate::error::UsageError;
+use anyhow::{Context, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub fn acquire(path: &Path, what: &Path) -> Result<Lock> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(UsageError::new(format!(
+                "another build (pid {}) is using {}; wait for it to finish or stop it (lock: {})",
+                if holder.is_empty() { "unknown" } else { holder },
+                what.display(),
+                path.display()
+            ))
+            .into());
+        }
+        file.set_len(0).context("truncating lock file")?;
+        file.rewind().context("rewinding lock file")?;
+        write!(file, "{}", std::process::id()).context("writing lock file")?;
+        Ok(Lock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_until_the_first_drops() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.lock");
+        let first = Lock::acquire(&p, d.path()).unwrap();
+        let err = Lock::acquire(&p, d.path()).err().unwrap();
+        assert!(format!("{err}").contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(first);
+        Lock::acquire(&p, d.path()).unwrap();
+    }
+}

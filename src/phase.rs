@@ -1,0 +1,176 @@
+//! Build phases: `phases/NN-name.sh`, discovered and ordered by number, and selected by
+//! `--from/--to/--only/--skip`.
+
+use crate::error::UsageError;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    pub number: u32,
+    /// `40-strip`: the file name without `.sh`, as phases are named everywhere.
+    pub id: String,
+    pub path: PathBuf,
+}
+
+/// Lists `dir`'s phases in order. Files that look like phases but are misnamed, and two
+/// phases with one number, are errors: silently skipping a phase builds the wrong image.
+pub fn discover(dir: &Path) -> Result<Vec<Phase>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        UsageError::new(format!(
+            "cannot read phases directory {}: {e} (an image project has phases/NN-name.sh scripts)",
+            dir.display()
+        ))
+    })?;
+    let mut phases: Vec<Phase> = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with('.') || path.is_dir() {
+            continue;
+        }
+        match parse_name(&name) {
+            Some((number, id)) => phases.push(Phase { number, id, path }),
+            None if looks_like_phase(&name) => {
+                return Err(UsageError::new(format!(
+                    "{}: malformed phase name; phases are named NN-name.sh (two or more digits, a dash, \
+                     a name of letters, digits, `-` or `_`)",
+                    path.display()
+                ))
+                .into());
+            }
+            None => {}
+        }
+    }
+    phases.sort_by(|a, b| a.number.cmp(&b.number).then(a.id.cmp(&b.id)));
+    for pair in phases.windows(2) {
+        if pair[0].number == pair[1].number {
+            return Err(UsageError::new(format!(
+                "phases {} and {} share the number {}; renumber one so the order is explicit",
+                pair[0].path.display(),
+                pair[1].path.display(),
+                pair[0].number
+            ))
+            .into());
+        }
+    }
+    if phases.is_empty() {
+        return Err(UsageError::new(format!("no phases found in {} (expected NN-name.sh files)", dir.display())).into());
+    }
+    Ok(phases)
+}
+
+fn parse_name(file: &str) -> Option<(u32, String)> {
+    let stem = file.strip_suffix(".sh")?;
+    let (num, name) = stem.split_once('-')?;
+    let valid_name = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if num.len() < 2 || !num.chars().all(|c| c.is_ascii_digit()) || !valid_name {
+        return None;
+    }
+    Some((num.parse().ok()?, stem.to_string()))
+}
+
+/// A file starting with a digit or ending in `.sh` is meant to be a phase.
+fn looks_like_phase(file: &str) -> bool {
+    file.starts_with(|c: char| c.is_ascii_digit()) || file.ends_with(".sh")
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+}
+
+impl Selection {
+    pub fn is_all(&self) -> bool {
+        self.from.is_none() && self.to.is_none() && self.only.is_empty() && self.skip.is_empty()
+    }
+
+    /// Applies the selection; each name must match a phase, so typos are caught.
+    pub fn apply(&self, phases: &[Phase]) -> Result<Vec<Phase>> {
+        let find = |flag: &str, p: &str| -> Result<usize> {
+            phases.iter().position(|ph| matches(ph, p)).ok_or_else(|| {
+                let known: Vec<&str> = phases.iter().map(|p| p.id.as_str()).collect();
+                UsageError::new(format!("{flag} {p}: no such phase (phases: {})", known.join(", "))).into()
+            })
+        };
+        let from = self.from.as_deref().map(|p| find("--from", p)).transpose()?.unwrap_or(0);
+        let to = self.to.as_deref().map(|p| find("--to", p)).transpose()?.unwrap_or(phases.len() - 1);
+        if from > to {
+            return Err(UsageError::new(format!(
+                "--from {} comes after --to {}: nothing would run",
+                phases[from].id, phases[to].id
+            ))
+            .into());
+        }
+        let only: Vec<usize> = self.only.iter().map(|p| find("--only", p)).collect::<Result<_>>()?;
+        let skip: Vec<usize> = self.skip.iter().map(|p| find("--skip", p)).collect::<Result<_>>()?;
+        let picked: Vec<Phase> = (from..=to)
+            .filter(|i| only.is_empty() || only.contains(i))
+            .filter(|i| !skip.contains(i))
+            .map(|i| phases[i].clone())
+            .collect();
+        if picked.is_empty() {
+            return Err(UsageError::new("the phase selection is empty: nothing would run").into());
+        }
+        Ok(picked)
+    }
+}
+
+/// `40` matches by number, `40-strip` by full id.
+fn matches(phase: &Phase, p: &str) -> bool {
+    if p.chars().all(|c| c.is_ascii_digit()) {
+        p.parse::<u32>().ok() == Some(phase.number)
+    } else {
+        phase.id == p || phase.id == p.trim_end_matches(".sh")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        d
+    }
+
+    fn ids(p: &[Phase]) -> Vec<&str> {
+        p.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn orders_by_number_not_text() {
+        let d = project(&["100-late.sh", "20-b.sh", "05-a.sh", "README"]);
+        assert_eq!(ids(&discover(d.path()).unwrap()), vec!["05-a", "20-b", "100-late"]);
+    }
+
+    #[test]
+    fn malformed_and_duplicate_names_are_errors() {
+        for bad in [&["1-x.sh"][..], &["10x.sh"], &["10-.sh"], &["10-a.sh", "010-b.sh"], &["helper.sh"]] {
+            assert!(discover(project(bad).path()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn selection_by_number_and_name() {
+        let d = project(&["00-a.sh", "10-b.sh", "20-c.sh", "30-d.sh"]);
+        let all = discover(d.path()).unwrap();
+        let sel = |s: Selection| ids(&s.apply(&all).unwrap()).join(" ");
+        let from = Selection { from: Some("10".into()), to: Some("20-c".into()), ..Default::default() };
+        assert_eq!(sel(from), "10-b 20-c");
+        let only = Selection { only: vec!["30".into(), "00-a".into()], ..Default::default() };
+        assert_eq!(sel(only), "00-a 30-d");
+        let skip = Selection { skip: vec!["10".into()], ..Default::default() };
+        assert_eq!(sel(skip), "00-a 20-c 30-d");
+        assert!(Selection { only: vec!["99".into()], ..Default::default() }.apply(&all).is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! Every child process goes through here: the command line is logged, failures name the tool
+//! and say what to do, and phases run in their own process group with their output teed.
+
+use crate::signals;
+use crate::ui;
+use anyhow::{Context, Result, bail};
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Shell-quoted command line, for logs and error messages.
+pub fn display(program: &str, args: &[OsString]) -> String {
+    let mut words = vec![shell_words::quote(program).into_owned()];
+    words.extend(args.iter().map(|a| shell_words::quote(&a.to_string_lossy()).into_owned()));
+    words.join(" ")
+}
+
+fn hint(program: &str, err: &std::io::Error) -> String {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        format!("`{program}` is not installed or not in PATH (see `loisto-image doctor`)")
+    } else {
+        format!("could not start `{program}`: {err}")
+    }
+}
+
+/// Runs a tool to completion and returns its stdout; stderr is kept for the error message.
+pub fn output<I, S>(program: &str, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let line = display(program, &args);
+    ui::trace(&line);
+    let out = duct::cmd(program, &args)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| anyhow::anyhow!(hint(program, &e)))
+        .with_context(|| format!("running {line}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!(
+            "`{line}` failed ({}){}{}",
+            out.status,
+            if tail.is_empty() { "" } else { ":\n  " },
+            tail.join("\n  ")
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("`{line}` printed non-UTF-8 output"))
+}
+
+/// How a phase process ended.
+#[derive(Debug)]
+pub struct PhaseExit {
+    /// Exit code, or 128+signal when killed by a signal.
+    pub code: i32,
+    pub duration: Duration,
+    pub interrupted: bool,
+}
+
+/// Receives a running phase's output and a regular tick for progress displays.
+pub trait PhaseSink {
+    fn output(&mut self, chunk: &[u8]);
+    fn tick(&mut self, elapsed: Duration);
+}
+
+/// Runs `bash SCRIPT` in its own process group with `env` as its whole environment,
+/// stdin from /dev/null, stdout and stderr merged in order. Every chunk of output is
+/// written to `log` and handed to `sink`, which also ticks about ten times a second.
+pub fn run_phase(
+    script: &Path,
+    cwd: &Path,
+    env: &[(String, String)],
+    log: &mut std::fs::File,
+    sink: &mut dyn PhaseSink,
+) -> Result<PhaseExit> {
+    let (mut reader, writer) = std::io::pipe().context("creating the phase output pipe")?;
+    let start = Instant::now();
+    let handle = duct::cmd("bash", [script])
+        .dir(cwd)
+        .full_env(env.iter().cloned())
+        .stdin_null()
+        // duct applies the innermost redirect last: join stderr first, then send both on.
+        .stderr_to_stdout()
+        .stdout_file(writer)
+        .before_spawn(|c| {
+            c.process_group(0);
+            Ok(())
+        })
+        .unchecked()
+        .start()
+        .map_err(|e| anyhow::anyhow!(hint("bash", &e)))
+        .with_context(|| format!("starting phase {}", script.display()))?;
+    let pgid = handle.pids().first().copied().unwrap_or(0) as i32;
+    signals::set_child_group(pgid);
+
+    // Output and the exit arrive on one channel, so the loop wakes for either at once.
+    enum Msg {
+        Chunk(Vec<u8>),
+        Eof,
+        Exit(std::io::Result<std::process::ExitStatus>),
+    }
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let out_tx = tx.clone();
+    let pump = std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out_tx.send(Msg::Chunk(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = out_tx.send(Msg::Eof);
+    });
+    let handle = std::sync::Arc::new(handle);
+    let waited = handle.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Msg::Exit(waited.wait().map(|o| o.status)));
+    });
+
+    let write_chunk = |chunk: &[u8], log: &mut std::fs::File, sink: &mut dyn PhaseSink| -> Result<()> {
+        log.write_all(chunk).context("writing the phase log")?;
+        sink.output(chunk);
+        Ok(())
+    };
+    let mut kill_deadline: Option<Instant> = None;
+    let mut eof = false;
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Msg::Chunk(chunk)) => write_chunk(&chunk, log, sink)?,
+            Ok(Msg::Eof) => eof = true,
+            Ok(Msg::Exit(status)) => break status.context("waiting for the phase")?,
+            Err(_) => {}
+        }
+        sink.tick(start.elapsed());
+        if signals::interrupted() {
+            match kill_deadline {
+                None => {
+                    signals::kill_group(pgid, libc::SIGTERM);
+                    kill_deadline = Some(Instant::now() + Duration::from_secs(5));
+                }
+                Some(d) if Instant::now() > d => signals::kill_group(pgid, libc::SIGKILL),
+                Some(_) => {}
+            }
+        }
+    };
+    let duration = start.elapsed();
+    // A phase must not leave processes behind: whatever is left of its group goes now,
+    // or it would hold the output pipe open and outlive the build.
+    signals::kill_group(pgid, libc::SIGKILL);
+    signals::set_child_group(0);
+    drop(handle);
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while !eof && Instant::now() < drain_until {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Msg::Chunk(chunk)) => write_chunk(&chunk, log, sink)?,
+            Ok(Msg::Eof) => eof = true,
+            Ok(Msg::Exit(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    drop(rx);
+    if eof {
+        let _ = pump.join();
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok(PhaseExit { code, duration, interrupted: signals::interrupted() })
+}

@@ -1,0 +1,143 @@
+//! An image project on disk: its directory, its parsed config and where builds put things.
+
+use crate::cli::Global;
+use crate::conf::Config;
+use crate::error::UsageError;
+use anyhow::{Context, Result};
+use std::path::{Component, Path, PathBuf};
+
+/// Names the runner sets for phases; a config may not define them itself.
+pub const RESERVED: &[&str] = &[
+    "PATH", "HOME", "TERM", "PHASE", "LOISTO_ENV", "PROJECT_DIR", "SCRIPT_DIR",
+];
+
+#[derive(Debug)]
+pub struct Project {
+    pub dir: PathBuf,
+    pub config: Config,
+    /// Where the last good build's artifacts live (config `OUTPUT`, default `output`).
+    pub output: PathBuf,
+    /// Scratch space kept between builds (config `BUILD_DIR`, default `build`).
+    pub build_dir: PathBuf,
+    /// The image's root tree (config `ROOTFS`, default `build/rootfs`).
+    pub rootfs: PathBuf,
+    /// Downloads and snapshots worth keeping (config `CACHE_DIR`, default `cache`).
+    pub cache_dir: PathBuf,
+}
+
+impl Project {
+    pub fn open(g: &Global) -> Result<Project> {
+        let dir = std::path::absolute(&g.project)
+            .with_context(|| format!("resolving project directory {}", g.project.display()))?;
+        if !dir.is_dir() {
+            return Err(UsageError::new(format!("project directory {} does not exist", dir.display())).into());
+        }
+        let config_path = match &g.config {
+            Some(c) => std::path::absolute(c).with_context(|| format!("resolving {}", c.display()))?,
+            None => dir.join("image.conf"),
+        };
+        let config = Config::load(&config_path, &g.set)?;
+        for key in RESERVED {
+            if config.vars.get(key).is_some() {
+                let at = config.vars.line_of(key).map(|l| format!(":{l}")).unwrap_or_default();
+                return Err(UsageError::new(format!(
+                    "{}{at}: {key} is set by the runner for every phase; use another name",
+                    config_path.display()
+                ))
+                .into());
+            }
+        }
+        let place = |key: &str, default: &str| -> Result<PathBuf> {
+            let raw = config.scalar(key).unwrap_or(default);
+            let p = normalize(&dir.join(raw));
+            check_safe_dir(key, &p, &dir)?;
+            Ok(p)
+        };
+        let output = place("OUTPUT", "output")?;
+        let build_dir = place("BUILD_DIR", "build")?;
+        let rootfs_default = build_dir.join("rootfs");
+        let rootfs = place("ROOTFS", rootfs_default.to_str().context("build dir is not UTF-8")?)?;
+        let cache_dir = place("CACHE_DIR", "cache")?;
+        Ok(Project { dir, config, output, build_dir, rootfs, cache_dir })
+    }
+
+    pub fn phases_dir(&self) -> PathBuf {
+        self.dir.join("phases")
+    }
+
+    /// Phases write here; it becomes `output` only when the build succeeds.
+    pub fn staging(&self) -> PathBuf {
+        sibling(&self.output, ".staging")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        sibling(&self.output, ".lock")
+    }
+
+    pub fn env_file(&self) -> PathBuf {
+        self.build_dir.join("loisto-env.sh")
+    }
+}
+
+fn sibling(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Resolves `.` and `..` without touching the disk (the directory may not exist yet).
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A build directory that is `/`, the project itself or one of its parents would be wiped
+/// or overwritten by phases; refuse it before anything runs.
+pub fn check_safe_dir(key: &str, p: &Path, project: &Path) -> Result<()> {
+    let bad = if p.as_os_str().is_empty() || p == Path::new("/") {
+        Some("the filesystem root")
+    } else if p == project {
+        Some("the project directory itself")
+    } else if project.starts_with(p) {
+        Some("a parent of the project directory")
+    } else {
+        None
+    };
+    match bad {
+        Some(what) => Err(UsageError::new(format!(
+            "{key} resolves to {} which is {what}; point it at a directory of its own",
+            p.display()
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_directories_are_refused() {
+        let proj = Path::new("/home/u/img");
+        for bad in ["/", "/home/u/img", "/home/u", ""] {
+            assert!(check_safe_dir("ROOTFS", Path::new(bad), proj).is_err(), "{bad}");
+        }
+        assert!(check_safe_dir("ROOTFS", Path::new("/home/u/img/build/rootfs"), proj).is_ok());
+    }
+
+    #[test]
+    fn normalize_resolves_dots() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(normalize(Path::new("/a/..")), PathBuf::from("/"));
+    }
+}

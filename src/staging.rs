@@ -1,0 +1,76 @@
+//! Phases write into `OUTPUT.staging`; only a build whose every phase succeeded swaps it
+//! into place, so a failed or interrupted build never replaces the last good artifacts.
+
+use anyhow::{Context, Result, bail};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Empties the staging directory. A partial build (`--from`, `--only`, `--skip`) starts from
+/// hard links to the last good output, so later phases find what earlier ones made; phases
+/// replace files rather than edit them in place, which keeps those links harmless.
+pub fn prepare(staging: &Path, output: &Path, seed_from_output: bool) -> Result<()> {
+    if staging.exists() {
+        std::fs::remove_dir_all(staging).with_context(|| format!("removing stale {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(staging.join("logs")).with_context(|| format!("creating {}", staging.display()))?;
+    if seed_from_output && output.is_dir() {
+        for entry in walkdir::WalkDir::new(output).min_depth(1) {
+            let entry = entry.with_context(|| format!("walking {}", output.display()))?;
+            let rel = entry.path().strip_prefix(output).expect("below output");
+            if rel.starts_with("logs") || rel == Path::new(crate::manifest::FILE) {
+                continue;
+            }
+            let dest = staging.join(rel);
+            if entry.file_type().is_dir() {
+                std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+            } else if entry.file_type().is_symlink() {
+                let target = std::fs::read_link(entry.path())?;
+                std::os::unix::fs::symlink(target, &dest).with_context(|| format!("linking {}", dest.display()))?;
+            } else {
+                std::fs::hard_link(entry.path(), &dest)
+                    .with_context(|| format!("linking {} into staging", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts `staging` where `output` was, atomically when `output` already exists.
+pub fn promote(staging: &Path, output: &Path) -> Result<()> {
+    if !output.exists() {
+        return std::fs::rename(staging, output)
+            .with_context(|| format!("moving {} to {}", staging.display(), output.display()));
+    }
+    let a = CString::new(staging.as_os_str().as_bytes())?;
+    let b = CString::new(output.as_os_str().as_bytes())?;
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("swapping {} into {}: {err}", staging.display(), output.display());
+    }
+    // `staging` now holds the previous output.
+    std::fs::remove_dir_all(staging).with_context(|| format!("removing the previous output at {}", staging.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promote_swaps_and_partial_builds_start_from_the_last_output() {
+        let d = tempfile::tempdir().unwrap();
+        let (out, st) = (d.path().join("output"), d.path().join("output.staging"));
+        prepare(&st, &out, false).unwrap();
+        std::fs::write(st.join("a.img"), "one").unwrap();
+        promote(&st, &out).unwrap();
+        assert!(!st.exists());
+        prepare(&st, &out, true).unwrap();
+        assert_eq!(std::fs::read_to_string(st.join("a.img")).unwrap(), "one");
+        std::fs::remove_file(st.join("a.img")).unwrap();
+        std::fs::write(st.join("a.img"), "two").unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("a.img")).unwrap(), "one");
+        promote(&st, &out).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("a.img")).unwrap(), "two");
+    }
+}
