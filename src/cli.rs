@@ -26,7 +26,13 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct Global {
     /// The image project directory.
-    #[arg(short = 'C', long = "project", global = true, value_name = "DIR", default_value = ".")]
+    #[arg(
+        short = 'C',
+        long = "project",
+        global = true,
+        value_name = "DIR",
+        default_value = "."
+    )]
     pub project: PathBuf,
     /// The config file [default: DIR/image.conf].
     #[arg(long, global = true, value_name = "FILE")]
@@ -45,8 +51,10 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the phases and promote the result to the output directory.
-    #[command(after_help = "Examples:\n  loisto-image build\n  loisto-image build --from 50-verity\n  \
-        loisto-image build --only 40 --only 50 -v\n  loisto-image build --skip 70-disk --dry-run")]
+    #[command(
+        after_help = "Examples:\n  loisto-image build\n  loisto-image build --from 50-verity\n  \
+        loisto-image build --only 40 --only 50 -v\n  loisto-image build --skip 70-disk --dry-run"
+    )]
     Build(BuildArgs),
     /// Show the phases that would run, in order, and the environment they get.
     #[command(after_help = "Examples:\n  loisto-image plan\n  loisto-image plan --from 40 --json")]
@@ -58,8 +66,10 @@ pub enum Command {
     #[command(after_help = "Examples:\n  loisto-image verify\n  loisto-image verify /srv/images/output")]
     Verify(VerifyArgs),
     /// Print a shell completion script.
-    #[command(after_help = "Examples:\n  loisto-image completions bash > /etc/bash_completion.d/loisto-image\n  \
-        loisto-image completions zsh > ~/.zfunc/_loisto-image")]
+    #[command(
+        after_help = "Examples:\n  loisto-image completions bash > /etc/bash_completion.d/loisto-image\n  \
+        loisto-image completions zsh > ~/.zfunc/_loisto-image"
+    )]
     Completions(CompletionsArgs),
     /// Print the man page (roff).
     #[command(after_help = "Examples:\n  loisto-image man > loisto-image.1 && man ./loisto-image.1")]

@@ -51,7 +51,10 @@ mod tests {
         let p = d.path().join("out.lock");
         let first = Lock::acquire(&p, d.path()).unwrap();
         let err = Lock::acquire(&p, d.path()).err().unwrap();
-        assert!(format!("{err}").contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            format!("{err}").contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         Lock::acquire(&p, d.path()).unwrap();
     }

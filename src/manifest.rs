@@ -44,13 +44,20 @@ pub fn collect_artifacts(dir: &Path) -> Result<Vec<Artifact>> {
         if !entry.file_type().is_file() {
             continue;
         }
-        let rel = entry.path().strip_prefix(dir).expect("walkdir stays below its root");
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .expect("walkdir stays below its root");
         let rel = rel.to_string_lossy().into_owned();
         if rel == FILE || rel.starts_with("logs/") {
             continue;
         }
         let (size, sha256) = hash_file(entry.path())?;
-        out.push(Artifact { path: rel, size, sha256 });
+        out.push(Artifact {
+            path: rel,
+            size,
+            sha256,
+        });
     }
     Ok(out)
 }
@@ -61,7 +68,9 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -78,8 +87,12 @@ pub fn write(dir: &Path, m: &Manifest) -> Result<()> {
 
 pub fn read(dir: &Path) -> Result<Manifest> {
     let path = dir.join(FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (has a build finished in this output directory?)", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (has a build finished in this output directory?)",
+            path.display()
+        )
+    })?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -100,9 +113,15 @@ pub fn check(dir: &Path, m: &Manifest) -> Result<Vec<Problem>> {
         }
         let (size, sha) = hash_file(&p)?;
         if size != a.size {
-            problems.push(Problem::Changed { path: a.path.clone(), why: format!("size {} -> {size}", a.size) });
+            problems.push(Problem::Changed {
+                path: a.path.clone(),
+                why: format!("size {} -> {size}", a.size),
+            });
         } else if sha != a.sha256 {
-            problems.push(Problem::Changed { path: a.path.clone(), why: format!("sha256 {} -> {sha}", a.sha256) });
+            problems.push(Problem::Changed {
+                path: a.path.clone(),
+                why: format!("sha256 {} -> {sha}", a.sha256),
+            });
         }
     }
     Ok(problems)

@@ -56,7 +56,11 @@ pub fn discover(dir: &Path) -> Result<Vec<Phase>> {
         }
     }
     if phases.is_empty() {
-        return Err(UsageError::new(format!("no phases found in {} (expected NN-name.sh files)", dir.display())).into());
+        return Err(UsageError::new(format!(
+            "no phases found in {} (expected NN-name.sh files)",
+            dir.display()
+        ))
+        .into());
     }
     Ok(phases)
 }
@@ -65,7 +69,9 @@ fn parse_name(file: &str) -> Option<(u32, String)> {
     let stem = file.strip_suffix(".sh")?;
     let (num, name) = stem.split_once('-')?;
     let valid_name = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric());
     if num.len() < 2 || !num.chars().all(|c| c.is_ascii_digit()) || !valid_name {
         return None;
@@ -96,11 +102,25 @@ impl Selection {
         let find = |flag: &str, p: &str| -> Result<usize> {
             phases.iter().position(|ph| matches(ph, p)).ok_or_else(|| {
                 let known: Vec<&str> = phases.iter().map(|p| p.id.as_str()).collect();
-                UsageError::new(format!("{flag} {p}: no such phase (phases: {})", known.join(", "))).into()
+                UsageError::new(format!(
+                    "{flag} {p}: no such phase (phases: {})",
+                    known.join(", ")
+                ))
+                .into()
             })
         };
-        let from = self.from.as_deref().map(|p| find("--from", p)).transpose()?.unwrap_or(0);
-        let to = self.to.as_deref().map(|p| find("--to", p)).transpose()?.unwrap_or(phases.len() - 1);
+        let from = self
+            .from
+            .as_deref()
+            .map(|p| find("--from", p))
+            .transpose()?
+            .unwrap_or(0);
+        let to = self
+            .to
+            .as_deref()
+            .map(|p| find("--to", p))
+            .transpose()?
+            .unwrap_or(phases.len() - 1);
         if from > to {
             return Err(UsageError::new(format!(
                 "--from {} comes after --to {}: nothing would run",
@@ -108,8 +128,16 @@ impl Selection {
             ))
             .into());
         }
-        let only: Vec<usize> = self.only.iter().map(|p| find("--only", p)).collect::<Result<_>>()?;
-        let skip: Vec<usize> = self.skip.iter().map(|p| find("--skip", p)).collect::<Result<_>>()?;
+        let only: Vec<usize> = self
+            .only
+            .iter()
+            .map(|p| find("--only", p))
+            .collect::<Result<_>>()?;
+        let skip: Vec<usize> = self
+            .skip
+            .iter()
+            .map(|p| find("--skip", p))
+            .collect::<Result<_>>()?;
         let picked: Vec<Phase> = (from..=to)
             .filter(|i| only.is_empty() || only.contains(i))
             .filter(|i| !skip.contains(i))
@@ -150,12 +178,21 @@ mod tests {
     #[test]
     fn orders_by_number_not_text() {
         let d = project(&["100-late.sh", "20-b.sh", "05-a.sh", "README"]);
-        assert_eq!(ids(&discover(d.path()).unwrap()), vec!["05-a", "20-b", "100-late"]);
+        assert_eq!(
+            ids(&discover(d.path()).unwrap()),
+            vec!["05-a", "20-b", "100-late"]
+        );
     }
 
     #[test]
     fn malformed_and_duplicate_names_are_errors() {
-        for bad in [&["1-x.sh"][..], &["10x.sh"], &["10-.sh"], &["10-a.sh", "010-b.sh"], &["helper.sh"]] {
+        for bad in [
+            &["1-x.sh"][..],
+            &["10x.sh"],
+            &["10-.sh"],
+            &["10-a.sh", "010-b.sh"],
+            &["helper.sh"],
+        ] {
             assert!(discover(project(bad).path()).is_err(), "{bad:?}");
         }
     }
@@ -165,12 +202,29 @@ mod tests {
         let d = project(&["00-a.sh", "10-b.sh", "20-c.sh", "30-d.sh"]);
         let all = discover(d.path()).unwrap();
         let sel = |s: Selection| ids(&s.apply(&all).unwrap()).join(" ");
-        let from = Selection { from: Some("10".into()), to: Some("20-c".into()), ..Default::default() };
+        let from = Selection {
+            from: Some("10".into()),
+            to: Some("20-c".into()),
+            ..Default::default()
+        };
         assert_eq!(sel(from), "10-b 20-c");
-        let only = Selection { only: vec!["30".into(), "00-a".into()], ..Default::default() };
+        let only = Selection {
+            only: vec!["30".into(), "00-a".into()],
+            ..Default::default()
+        };
         assert_eq!(sel(only), "00-a 30-d");
-        let skip = Selection { skip: vec!["10".into()], ..Default::default() };
+        let skip = Selection {
+            skip: vec!["10".into()],
+            ..Default::default()
+        };
         assert_eq!(sel(skip), "00-a 20-c 30-d");
-        assert!(Selection { only: vec!["99".into()], ..Default::default() }.apply(&all).is_err());
+        assert!(
+            Selection {
+                only: vec!["99".into()],
+                ..Default::default()
+            }
+            .apply(&all)
+            .is_err()
+        );
     }
 }

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 /// Shell-quoted command line, for logs and error messages.
 pub fn display(program: &str, args: &[OsString]) -> String {
     let mut words = vec![shell_words::quote(program).into_owned()];
-    words.extend(args.iter().map(|a| shell_words::quote(&a.to_string_lossy()).into_owned()));
+    words.extend(
+        args.iter()
+            .map(|a| shell_words::quote(&a.to_string_lossy()).into_owned()),
+    );
     words.join(" ")
 }
 
@@ -45,7 +48,14 @@ where
         .with_context(|| format!("running {line}"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         bail!(
             "`{line}` failed ({}){}{}",
             out.status,
@@ -175,6 +185,12 @@ pub fn run_phase(
         let _ = pump.join();
     }
     use std::os::unix::process::ExitStatusExt;
-    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    Ok(PhaseExit { code, duration, interrupted: signals::interrupted() })
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok(PhaseExit {
+        code,
+        duration,
+        interrupted: signals::interrupted(),
+    })
 }

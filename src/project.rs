@@ -8,7 +8,13 @@ use std::path::{Component, Path, PathBuf};
 
 /// Names the runner sets for phases; a config may not define them itself.
 pub const RESERVED: &[&str] = &[
-    "PATH", "HOME", "TERM", "PHASE", "LOISTO_ENV", "PROJECT_DIR", "SCRIPT_DIR",
+    "PATH",
+    "HOME",
+    "TERM",
+    "PHASE",
+    "LOISTO_ENV",
+    "PROJECT_DIR",
+    "SCRIPT_DIR",
 ];
 
 #[derive(Debug)]
@@ -30,7 +36,9 @@ impl Project {
         let dir = std::path::absolute(&g.project)
             .with_context(|| format!("resolving project directory {}", g.project.display()))?;
         if !dir.is_dir() {
-            return Err(UsageError::new(format!("project directory {} does not exist", dir.display())).into());
+            return Err(
+                UsageError::new(format!("project directory {} does not exist", dir.display())).into(),
+            );
         }
         let config_path = match &g.config {
             Some(c) => std::path::absolute(c).with_context(|| format!("resolving {}", c.display()))?,
@@ -39,7 +47,11 @@ impl Project {
         let config = Config::load(&config_path, &g.set)?;
         for key in RESERVED {
             if config.vars.get(key).is_some() {
-                let at = config.vars.line_of(key).map(|l| format!(":{l}")).unwrap_or_default();
+                let at = config
+                    .vars
+                    .line_of(key)
+                    .map(|l| format!(":{l}"))
+                    .unwrap_or_default();
                 return Err(UsageError::new(format!(
                     "{}{at}: {key} is set by the runner for every phase; use another name",
                     config_path.display()
@@ -56,9 +68,19 @@ impl Project {
         let output = place("OUTPUT", "output")?;
         let build_dir = place("BUILD_DIR", "build")?;
         let rootfs_default = build_dir.join("rootfs");
-        let rootfs = place("ROOTFS", rootfs_default.to_str().context("build dir is not UTF-8")?)?;
+        let rootfs = place(
+            "ROOTFS",
+            rootfs_default.to_str().context("build dir is not UTF-8")?,
+        )?;
         let cache_dir = place("CACHE_DIR", "cache")?;
-        Ok(Project { dir, config, output, build_dir, rootfs, cache_dir })
+        Ok(Project {
+            dir,
+            config,
+            output,
+            build_dir,
+            rootfs,
+            cache_dir,
+        })
     }
 
     pub fn phases_dir(&self) -> PathBuf {

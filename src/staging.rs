@@ -13,7 +13,8 @@ pub fn prepare(staging: &Path, output: &Path, seed_from_output: bool) -> Result<
     if staging.exists() {
         std::fs::remove_dir_all(staging).with_context(|| format!("removing stale {}", staging.display()))?;
     }
-    std::fs::create_dir_all(staging.join("logs")).with_context(|| format!("creating {}", staging.display()))?;
+    std::fs::create_dir_all(staging.join("logs"))
+        .with_context(|| format!("creating {}", staging.display()))?;
     if seed_from_output && output.is_dir() {
         for entry in walkdir::WalkDir::new(output).min_depth(1) {
             let entry = entry.with_context(|| format!("walking {}", output.display()))?;
@@ -26,7 +27,8 @@ pub fn prepare(staging: &Path, output: &Path, seed_from_output: bool) -> Result<
                 std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
             } else if entry.file_type().is_symlink() {
                 let target = std::fs::read_link(entry.path())?;
-                std::os::unix::fs::symlink(target, &dest).with_context(|| format!("linking {}", dest.display()))?;
+                std::os::unix::fs::symlink(target, &dest)
+                    .with_context(|| format!("linking {}", dest.display()))?;
             } else {
                 std::fs::hard_link(entry.path(), &dest)
                     .with_context(|| format!("linking {} into staging", entry.path().display()))?;
@@ -44,13 +46,22 @@ pub fn promote(staging: &Path, output: &Path) -> Result<()> {
     }
     let a = CString::new(staging.as_os_str().as_bytes())?;
     let b = CString::new(output.as_os_str().as_bytes())?;
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         bail!("swapping {} into {}: {err}", staging.display(), output.display());
     }
     // `staging` now holds the previous output.
-    std::fs::remove_dir_all(staging).with_context(|| format!("removing the previous output at {}", staging.display()))
+    std::fs::remove_dir_all(staging)
+        .with_context(|| format!("removing the previous output at {}", staging.display()))
 }
 
 #[cfg(test)]

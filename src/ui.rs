@@ -67,7 +67,14 @@ impl PhaseView {
             Style::GitHub => eprintln!("::group::{label}"),
             Style::Spinner | Style::Quiet => {}
         }
-        PhaseView { style, term, label, last_line: String::new(), partial: Vec::new(), frame: 0 }
+        PhaseView {
+            style,
+            term,
+            label,
+            last_line: String::new(),
+            partial: Vec::new(),
+            frame: 0,
+        }
     }
 
     pub fn output(&mut self, chunk: &[u8]) {
@@ -83,7 +90,10 @@ impl PhaseView {
         self.partial.extend_from_slice(chunk);
         if let Some(pos) = self.partial.iter().rposition(|b| *b == b'\n' || *b == b'\r') {
             let done = &self.partial[..pos];
-            let start = done.iter().rposition(|b| *b == b'\n' || *b == b'\r').map_or(0, |p| p + 1);
+            let start = done
+                .iter()
+                .rposition(|b| *b == b'\n' || *b == b'\r')
+                .map_or(0, |p| p + 1);
             let line = String::from_utf8_lossy(&done[start..]).trim().to_string();
             if !line.is_empty() {
                 self.last_line = console::strip_ansi_codes(&line).into_owned();
@@ -98,7 +108,12 @@ impl PhaseView {
         }
         self.frame = (self.frame + 1) % FRAMES.len();
         let width = self.term.size().1 as usize;
-        let head = format!("{} {}  {}", style(FRAMES[self.frame]).cyan(), self.label, secs(elapsed));
+        let head = format!(
+            "{} {}  {}",
+            style(FRAMES[self.frame]).cyan(),
+            self.label,
+            secs(elapsed)
+        );
         let room = width.saturating_sub(console::measure_text_width(&head) + 3);
         let tail = console::truncate_str(&self.last_line, room, "…");
         let _ = self.term.clear_line();
@@ -106,7 +121,11 @@ impl PhaseView {
     }
 
     pub fn finish(self, ok: bool, elapsed: Duration) {
-        let mark = if ok { style("✓").green() } else { style("✗").red() };
+        let mark = if ok {
+            style("✓").green()
+        } else {
+            style("✗").red()
+        };
         match self.style {
             Style::Spinner => {
                 let _ = self.term.clear_line();
@@ -114,10 +133,20 @@ impl PhaseView {
             }
             Style::GitHub => {
                 eprintln!("::endgroup::");
-                eprintln!("{} {} ({})", if ok { "ok" } else { "FAILED" }, self.label, secs(elapsed));
+                eprintln!(
+                    "{} {} ({})",
+                    if ok { "ok" } else { "FAILED" },
+                    self.label,
+                    secs(elapsed)
+                );
             }
             Style::Plain | Style::Verbose => {
-                eprintln!("{} {} ({})", if ok { "ok" } else { "FAILED" }, self.label, secs(elapsed))
+                eprintln!(
+                    "{} {} ({})",
+                    if ok { "ok" } else { "FAILED" },
+                    self.label,
+                    secs(elapsed)
+                )
             }
             Style::Quiet => {}
         }
@@ -126,7 +155,11 @@ impl PhaseView {
 
 pub fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s < 60.0 { format!("{s:.1}s") } else { format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64) }
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
 }
 
 /// The closing table: every phase that ran and how long it took.
@@ -138,7 +171,11 @@ pub fn summary(style_: Style, rows: &[(String, Duration, i32)], total: Duration)
     eprintln!();
     eprintln!("{:<w$}  {:>9}  status", "phase", "time");
     for (id, d, code) in rows {
-        let status = if *code == 0 { "ok".to_string() } else { format!("exit {code}") };
+        let status = if *code == 0 {
+            "ok".to_string()
+        } else {
+            format!("exit {code}")
+        };
         eprintln!("{id:<w$}  {:>9}  {status}", secs(*d));
     }
     eprintln!("{:<w$}  {:>9}", "total", secs(total));
@@ -146,7 +183,10 @@ pub fn summary(style_: Style, rows: &[(String, Duration, i32)], total: Duration)
 
 /// `2026-11-27T09:41:00Z`, for log headers (UTC; no time zone database needed).
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = ((secs / 86400) as i64, secs % 86400);
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719468;
@@ -158,5 +198,10 @@ pub fn utc_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }

@@ -47,9 +47,18 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         let log_path = staging.join("logs").join(format!("{}.log", ph.id));
         let env = phase_env::for_phase(&base_env, &ph.id);
         let (exit, tail) = run_one(&project, ph, &env, &log_path, style, (i + 1, phases.len()))?;
-        records.push(PhaseRecord { id: ph.id.clone(), duration_ms: exit.duration.as_millis() as u64, exit_code: exit.code });
+        records.push(PhaseRecord {
+            id: ph.id.clone(),
+            duration_ms: exit.duration.as_millis() as u64,
+            exit_code: exit.code,
+        });
         if exit.interrupted {
-            eprintln!("interrupted during {} after {}; its log: {}", ph.id, ui::secs(exit.duration), log_path.display());
+            eprintln!(
+                "interrupted during {} after {}; its log: {}",
+                ph.id,
+                ui::secs(exit.duration),
+                log_path.display()
+            );
             return Err(Interrupted.into());
         }
         if exit.code != 0 {
@@ -73,17 +82,27 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         image_version: project.config.image_version.clone(),
         config_digest: project.config.digest(),
         source_date_epoch: sde,
-        built_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        built_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         phases: records,
         artifacts: manifest::collect_artifacts(&staging)?,
     };
     manifest::write(&staging, &m)?;
     staging::promote(&staging, &project.output)?;
-    let rows: Vec<(String, Duration, i32)> =
-        m.phases.iter().map(|p| (p.id.clone(), Duration::from_millis(p.duration_ms), p.exit_code)).collect();
+    let rows: Vec<(String, Duration, i32)> = m
+        .phases
+        .iter()
+        .map(|p| (p.id.clone(), Duration::from_millis(p.duration_ms), p.exit_code))
+        .collect();
     ui::summary(style, &rows, started.elapsed());
     if style != Style::Quiet {
-        eprintln!("output: {} ({} artifacts)", project.output.display(), m.artifacts.len());
+        eprintln!(
+            "output: {} ({} artifacts)",
+            project.output.display(),
+            m.artifacts.len()
+        );
     }
     Ok(())
 }
@@ -96,7 +115,8 @@ fn run_one(
     style: Style,
     (index, total): (usize, usize),
 ) -> Result<(PhaseExit, Vec<String>)> {
-    let mut log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut log =
+        std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
     writeln!(
         log,
         "# loisto-image phase {}\n# command: {}\n# cwd: {}\n# started: {}\n",
@@ -106,16 +126,32 @@ fn run_one(
         ui::utc_now()
     )
     .context("writing the log header")?;
-    let mut sink = Sink { view: PhaseView::start(style, index, total, &ph.id), tail: Tail::default() };
+    let mut sink = Sink {
+        view: PhaseView::start(style, index, total, &ph.id),
+        tail: Tail::default(),
+    };
     let exit = proc::run_phase(&ph.path, &project.dir, env, &mut log, &mut sink)?;
-    writeln!(log, "\n# exit code {} after {}", exit.code, ui::secs(exit.duration)).context("writing the log footer")?;
-    sink.view.finish(exit.code == 0 && !exit.interrupted, exit.duration);
+    writeln!(
+        log,
+        "\n# exit code {} after {}",
+        exit.code,
+        ui::secs(exit.duration)
+    )
+    .context("writing the log footer")?;
+    sink.view
+        .finish(exit.code == 0 && !exit.interrupted, exit.duration);
     Ok((exit, sink.tail.lines()))
 }
 
 fn report_failure(ph: &Phase, exit: &PhaseExit, lines: &[String], log_path: &Path) -> Result<()> {
     let mut err = std::io::stderr().lock();
-    writeln!(err, "\nphase {} failed: exit code {} after {}", ph.id, exit.code, ui::secs(exit.duration))?;
+    writeln!(
+        err,
+        "\nphase {} failed: exit code {} after {}",
+        ph.id,
+        exit.code,
+        ui::secs(exit.duration)
+    )?;
     writeln!(err, "last {} lines of {}:", lines.len(), log_path.display())?;
     for l in lines {
         writeln!(err, "  | {l}")?;
@@ -153,7 +189,8 @@ impl Tail {
         self.partial.extend_from_slice(chunk);
         while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            self.lines.push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            self.lines
+                .push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
             if self.lines.len() > Self::KEEP {
                 self.lines.pop_front();
             }

@@ -8,13 +8,21 @@ use anyhow::Result;
 
 impl SelectArgs {
     pub fn to_selection(&self) -> Selection {
-        Selection { from: self.from.clone(), to: self.to.clone(), only: self.only.clone(), skip: self.skip.clone() }
+        Selection {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            only: self.only.clone(),
+            skip: self.skip.clone(),
+        }
     }
 }
 
 pub fn run(g: &Global, args: &PlanArgs) -> Result<()> {
     let project = Project::open(g)?;
-    let phases = args.select.to_selection().apply(&phase::discover(&project.phases_dir())?)?;
+    let phases = args
+        .select
+        .to_selection()
+        .apply(&phase::discover(&project.phases_dir())?)?;
     print(&project, &phases, args.json)
 }
 
@@ -40,7 +48,10 @@ pub fn print(project: &Project, phases: &[Phase], json: bool) -> Result<()> {
         println!("  {}", p.id);
     }
     println!("\nenvironment of every phase (plus PHASE=<its id>; OUTPUT is the staging directory");
-    println!("that becomes {} when all phases succeed):", project.output.display());
+    println!(
+        "that becomes {} when all phases succeed):",
+        project.output.display()
+    );
     for (k, v) in &env {
         println!("  {k}={}", shell_words::quote(v));
     }

@@ -19,10 +19,19 @@ pub fn run(g: &Global, args: &VerifyArgs) -> Result<()> {
         }
     }
     if !problems.is_empty() {
-        bail!("{} of {} artifacts in {} do not match manifest.json", problems.len(), m.artifacts.len(), dir.display());
+        bail!(
+            "{} of {} artifacts in {} do not match manifest.json",
+            problems.len(),
+            m.artifacts.len(),
+            dir.display()
+        );
     }
     if !g.quiet {
-        println!("ok: {} artifacts in {} match manifest.json", m.artifacts.len(), dir.display());
+        println!(
+            "ok: {} artifacts in {} match manifest.json",
+            m.artifacts.len(),
+            dir.display()
+        );
     }
     Ok(())
 }

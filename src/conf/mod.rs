@@ -38,9 +38,8 @@ impl Config {
         overrides: &[String],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config> {
-        let mut vars = parse(src, env).map_err(|e| {
-            UsageError::new(format!("{}:{}: {}", path.display(), e.line, e.msg))
-        })?;
+        let mut vars = parse(src, env)
+            .map_err(|e| UsageError::new(format!("{}:{}: {}", path.display(), e.line, e.msg)))?;
         for o in overrides {
             apply_override(&mut vars, o)?;
         }
@@ -53,10 +52,16 @@ impl Config {
             let v = match vars.get(key) {
                 Some(Value::Str(s)) => s.clone(),
                 Some(Value::Array(_)) => {
-                    return Err(UsageError::new(format!("{where_}: {key} must be a plain value, not an array")).into());
+                    return Err(UsageError::new(format!(
+                        "{where_}: {key} must be a plain value, not an array"
+                    ))
+                    .into());
                 }
                 None => {
-                    return Err(UsageError::new(format!("{where_}: {key} is not set; add {key}=... to the config")).into());
+                    return Err(UsageError::new(format!(
+                        "{where_}: {key} is not set; add {key}=... to the config"
+                    ))
+                    .into());
                 }
             };
             if !is_safe_ident(&v) {
@@ -164,7 +169,11 @@ mod tests {
 
     #[test]
     fn overrides_replace_values_and_split_arrays() {
-        let c = load("IMAGE_ID=a\nIMAGE_VERSION=1\nP=(x y)\n", &["IMAGE_VERSION=2", "P=a 'b c'"]).unwrap();
+        let c = load(
+            "IMAGE_ID=a\nIMAGE_VERSION=1\nP=(x y)\n",
+            &["IMAGE_VERSION=2", "P=a 'b c'"],
+        )
+        .unwrap();
         assert_eq!(c.image_version, "2");
         assert_eq!(c.list("P"), vec!["a", "b c"]);
         assert!(load("IMAGE_ID=a\nIMAGE_VERSION=1\n", &["1X=2"]).is_err());

@@ -29,8 +29,8 @@ pub fn parse(src: &str, env: EnvLookup) -> Result<Vars, ParseError> {
 }
 
 const KEYWORDS: &[&str] = &[
-    "if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
-    "select", "in", "time", "!", "[[", "]]", "{", "}",
+    "if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac", "select",
+    "in", "time", "!", "[[", "]]", "{", "}",
 ];
 
 struct Parser<'a> {
@@ -204,7 +204,11 @@ impl Parser<'_> {
 
     fn export_name(&mut self) -> R<bool> {
         let run = self.name_run();
-        if run.is_empty() || !matches!(self.peek_at(run.len()), None | Some(' ' | '\t' | '\n' | ';' | '#'))
+        if run.is_empty()
+            || !matches!(
+                self.peek_at(run.len()),
+                None | Some(' ' | '\t' | '\n' | ';' | '#')
+            )
         {
             return Ok(false);
         }
@@ -251,7 +255,8 @@ impl Parser<'_> {
                 }
                 Some('#') => self.skip_comment(),
                 Some('[') if self.looks_like_indexed_element() => {
-                    return self.err("indexed elements `[i]=value` are not supported; list the values in order");
+                    return self
+                        .err("indexed elements `[i]=value` are not supported; list the values in order");
                 }
                 Some(_) => {
                     self.word(&mut b, Mode::Array)?;
@@ -297,7 +302,9 @@ impl Parser<'_> {
                 }
                 '`' => return self.err("command substitution with backticks is not allowed"),
                 '~' if at_start || (mode == Mode::Scalar && self.i > 0 && self.s[self.i - 1] == ':') => {
-                    return self.err("unquoted `~` would expand to a home directory; write the path out or quote it");
+                    return self.err(
+                        "unquoted `~` would expand to a home directory; write the path out or quote it",
+                    );
                 }
                 '{' if mode == Mode::Array => {
                     return self.err("unquoted `{` (brace expansion) is not supported in arrays; quote it");
@@ -388,11 +395,15 @@ impl Parser<'_> {
     fn dollar(&mut self, b: &mut Builder, quoted: bool) -> R<()> {
         self.bump(); // $
         match self.peek() {
-            Some('(') if self.peek_at(1) == Some('(') => self.err("arithmetic expansion `$((...))` is not allowed"),
+            Some('(') if self.peek_at(1) == Some('(') => {
+                self.err("arithmetic expansion `$((...))` is not allowed")
+            }
             Some('(') => self.err("command substitution `$(...)` is not allowed"),
             Some('[') => self.err("arithmetic expansion `$[...]` is not allowed"),
             Some('{') => self.braced(b, quoted),
-            Some('\'') if !quoted => self.err("ANSI-C quoting `$'...'` is not supported; use '...' or \"...\""),
+            Some('\'') if !quoted => {
+                self.err("ANSI-C quoting `$'...'` is not supported; use '...' or \"...\"")
+            }
             Some('"') if !quoted => self.err("locale quoting `$\"...\"` is not supported; use \"...\""),
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                 let name = self.name_run();
@@ -437,8 +448,13 @@ impl Parser<'_> {
                 b.expansion(&v, quoted);
             }
             (Some('['), _) => {
-                if !(self.peek_at(1) == Some('@') && self.peek_at(2) == Some(']') && self.peek_at(3) == Some('}')) {
-                    return self.err(format!("only ${{{name}[@]}} is supported for arrays (no indexes or `[*]`)"));
+                if !(self.peek_at(1) == Some('@')
+                    && self.peek_at(2) == Some(']')
+                    && self.peek_at(3) == Some('}'))
+                {
+                    return self.err(format!(
+                        "only ${{{name}[@]}} is supported for arrays (no indexes or `[*]`)"
+                    ));
                 }
                 self.i += 4;
                 match self.vars.get(&name) {
@@ -535,7 +551,9 @@ impl Parser<'_> {
             .filter(|&p| p > 0 && !w[..p].contains(['"', '\'', '$', '(', '`', '|', '&', '<', '>']))
         {
             let name = w[..eq].trim_end_matches('+');
-            format!("`{name}` is not a valid variable name (letters, digits and `_`, not starting with a digit)")
+            format!(
+                "`{name}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"
+            )
         } else if w.starts_with(['|', '&', '<', '>']) {
             format!("`{w}`: pipes, redirections and background jobs are not allowed")
         } else if w.starts_with("$(") || w.starts_with('`') {

@@ -1,0 +1,425 @@
+//! End-to-end tests of the runner: the real binary on temporary projects with fixture phases.
+
+mod common;
+
+use common::{TestProject, pid_alive};
+use std::time::{Duration, Instant};
+
+#[test]
+fn phases_run_in_numeric_order() {
+    let p = TestProject::new();
+    for (name, _) in [("100-last", 0), ("05-first", 0), ("20-middle", 0)] {
+        p.phase(name, "echo \"$PHASE\" >> \"$BUILD_DIR/order\"");
+    }
+    p.run(&["build"]).ok();
+    assert_eq!(p.read("build/order"), "05-first\n20-middle\n100-last\n");
+}
+
+#[test]
+fn phases_get_the_documented_environment_and_nothing_else() {
+    let p = TestProject::new();
+    p.file(
+        "image.conf",
+        "IMAGE_ID=test\nIMAGE_VERSION=1.0\nSOURCE_DATE_EPOCH=1700000000\nGREETING=\"hello world\"\n\
+         PACKAGES=( one \"two words\" 'it'\\''s' )\n",
+    );
+    p.phase(
+        "10-env",
+        "env -0 | sort -z | tr '\\0' '\\n' > \"$OUTPUT/env.txt\"\n\
+         source \"$LOISTO_ENV\"\n\
+         printf '%s|' \"${#PACKAGES[@]}\" \"${PACKAGES[@]}\" > \"$OUTPUT/arrays.txt\"\n\
+         pwd > \"$OUTPUT/cwd.txt\"\n\
+         if read -r -t 1 line; then echo \"stdin had: $line\"; fi > \"$OUTPUT/stdin.txt\"",
+    );
+    let out = p
+        .cmd(&["build"])
+        .env("SECRET_FROM_CALLER", "leak")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let env = p.read("output/env.txt");
+    let keys: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|kv| kv.0))
+        .collect();
+    let root = p.path().to_str().unwrap();
+    let expect = [
+        "BUILD_DIR",
+        "CACHE_DIR",
+        "GREETING",
+        "HOME",
+        "IMAGE_ID",
+        "IMAGE_VERSION",
+        "LOISTO_ENV",
+        "OUTPUT",
+        "PATH",
+        "PHASE",
+        "PROJECT_DIR",
+        "PWD",
+        "ROOTFS",
+        "SCRIPT_DIR",
+        "SHLVL",
+        "SOURCE_DATE_EPOCH",
+        "TERM",
+        "_",
+    ];
+    assert_eq!(keys, expect, "{env}");
+    for line in [
+        format!("PROJECT_DIR={root}"),
+        format!("SCRIPT_DIR={root}"),
+        format!("ROOTFS={root}/build/rootfs"),
+        format!("OUTPUT={root}/output.staging"),
+        format!("BUILD_DIR={root}/build"),
+        format!("CACHE_DIR={root}/cache"),
+        "PHASE=10-env".to_string(),
+        "SOURCE_DATE_EPOCH=1700000000".to_string(),
+        "GREETING=hello world".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "missing {line:?} in\n{env}");
+    }
+    assert_eq!(p.read("output/arrays.txt"), "3|one|two words|it's|");
+    assert_eq!(p.read("output/cwd.txt").trim(), root);
+    assert_eq!(p.read("output/stdin.txt"), "");
+}
+
+#[test]
+fn source_date_epoch_defaults_to_the_last_commit() {
+    let p = TestProject::new();
+    p.file("image.conf", "IMAGE_ID=test\nIMAGE_VERSION=1.0\n");
+    p.phase("10-sde", "echo \"$SOURCE_DATE_EPOCH\" > \"$OUTPUT/sde\"");
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .args(["-C", p.path().to_str().unwrap()])
+            .args(args)
+            .env("GIT_COMMITTER_DATE", "1600000000 +0000")
+            .env("GIT_AUTHOR_DATE", "1600000000 +0000")
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]);
+    p.run(&["build"]).ok();
+    assert_eq!(p.read("output/sde").trim(), "1600000000");
+}
+
+#[test]
+fn each_phase_has_a_log_with_header_and_interleaved_output() {
+    let p = TestProject::new();
+    p.phase("10-talk", "echo one; echo two >&2; echo three; echo four >&2");
+    p.run(&["build"]).ok();
+    let log = p.read("output/logs/10-talk.log");
+    assert!(
+        log.starts_with("# loisto-image phase 10-talk\n# command: bash "),
+        "{log}"
+    );
+    assert!(log.contains("phases/10-talk.sh\n# cwd: "), "{log}");
+    assert!(log.contains("# started: 20"), "{log}");
+    assert!(log.contains("one\ntwo\nthree\nfour\n"), "{log}");
+    assert!(log.contains("# exit code 0 after "), "{log}");
+}
+
+#[test]
+fn selection_flags_pick_phases_by_number_or_name() {
+    let p = TestProject::new();
+    for n in ["10-a", "20-b", "30-c", "40-d"] {
+        p.phase(n, "echo \"$PHASE\" >> \"$BUILD_DIR/ran\"");
+    }
+    let ran = |args: &[&str]| {
+        let _ = std::fs::remove_file(p.path().join("build/ran"));
+        p.run(args).ok();
+        std::fs::read_to_string(p.path().join("build/ran"))
+            .unwrap_or_default()
+            .replace('\n', " ")
+    };
+    assert_eq!(ran(&["build", "--from", "20", "--to", "30-c"]), "20-b 30-c ");
+    assert_eq!(ran(&["build", "--only", "40", "--only", "10-a"]), "10-a 40-d ");
+    assert_eq!(ran(&["build", "--skip", "20-b", "--skip", "30"]), "10-a 40-d ");
+    assert_eq!(ran(&["build", "--dry-run"]), "");
+    let plan = p.run(&["build", "--dry-run", "--from", "30"]).ok().stdout();
+    assert!(
+        plan.contains("30-c") && plan.contains("40-d") && !plan.contains("20-b"),
+        "{plan}"
+    );
+    p.run(&["build", "--only", "99"])
+        .fails_with(2, "--only 99: no such phase");
+    p.run(&["build", "--from", "30", "--to", "10"])
+        .fails_with(2, "comes after");
+}
+
+#[test]
+fn plan_lists_phases_and_environment_as_text_and_json() {
+    let p = TestProject::new();
+    p.phase("10-a", "true").phase("20-b", "true");
+    let text = p.run(&["plan", "--skip", "10"]).ok().stdout();
+    assert!(text.contains("  20-b") && !text.contains("10-a"), "{text}");
+    assert!(text.contains("IMAGE_ID=test"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&p.run(&["plan", "--json"]).ok().stdout()).unwrap();
+    assert_eq!(json["phases"][1]["id"], "20-b");
+    assert_eq!(json["environment"]["SOURCE_DATE_EPOCH"], "1700000000");
+}
+
+#[test]
+fn a_failing_phase_reports_code_time_tail_and_log_and_stops() {
+    let p = TestProject::new();
+    p.phase("10-ok", "echo fine > \"$OUTPUT/first\"");
+    p.phase(
+        "20-bad",
+        "for i in $(seq 1 30); do echo \"line $i\"; done; exit 7",
+    );
+    p.phase("30-never", "touch \"$BUILD_DIR/never\"");
+    let r = p.run(&["build"]);
+    r.fails_with(1, "phase 20-bad failed with exit code 7");
+    let err = r.stderr();
+    assert!(
+        err.contains("line 11\n") && err.contains("line 30\n") && !err.contains("line 10\n"),
+        "{err}"
+    );
+    assert!(err.contains("output.staging/logs/20-bad.log"), "{err}");
+    assert!(!p.path().join("build/never").exists());
+    assert!(!p.output().exists(), "a failed build must not create the output");
+}
+
+#[test]
+fn config_errors_name_file_and_line_and_exit_2_before_any_phase() {
+    let p = TestProject::new();
+    p.phase("10-a", "touch \"$BUILD_DIR/ran\"");
+    p.file("image.conf", "IMAGE_ID=test\nIMAGE_VERSION=1.0\nNOW=$(date)\n");
+    p.run(&["build"])
+        .fails_with(2, "image.conf:3: command substitution");
+    p.file("image.conf", "IMAGE_ID='bad id'\nIMAGE_VERSION=1.0\n");
+    p.run(&["build"])
+        .fails_with(2, "image.conf:1: IMAGE_ID=\"bad id\" is not allowed");
+    p.file("image.conf", "IMAGE_VERSION=1.0\n");
+    p.run(&["config"]).fails_with(2, "IMAGE_ID is not set");
+    assert!(!p.path().join("build/ran").exists());
+}
+
+#[test]
+fn malformed_phase_names_and_duplicates_are_errors() {
+    let p = TestProject::new();
+    p.phase("10-a", "true").file("phases/5-short.sh", "true");
+    p.run(&["build"])
+        .fails_with(2, "5-short.sh: malformed phase name");
+    let p = TestProject::new();
+    p.phase("10-a", "true").phase("010-b", "true");
+    p.run(&["plan"]).fails_with(2, "share the number 10");
+}
+
+#[test]
+fn unsafe_rootfs_or_output_is_refused() {
+    for (key, value) in [("ROOTFS", "/"), ("OUTPUT", "."), ("ROOTFS", ".."), ("OUTPUT", "")] {
+        let p = TestProject::new();
+        p.phase("10-a", "true");
+        p.file(
+            "image.conf",
+            &format!("IMAGE_ID=t\nIMAGE_VERSION=1\n{key}={value}\n"),
+        );
+        p.run(&["build"]).fails_with(2, &format!("{key} resolves to"));
+    }
+}
+
+#[test]
+fn failed_build_keeps_the_last_good_output() {
+    let p = TestProject::new();
+    p.phase(
+        "10-art",
+        "echo \"$MARK\" > \"$OUTPUT/artifact\"; [ \"$MARK\" != bad ]",
+    );
+    p.run(&["build", "--set", "MARK=good"]).ok();
+    p.run(&["build", "--set", "MARK=bad"])
+        .fails_with(1, "phase 10-art failed");
+    assert_eq!(p.read("output/artifact"), "good\n");
+    assert_eq!(p.read("output.staging/artifact"), "bad\n");
+    p.run(&["build", "--set", "MARK=new"]).ok();
+    assert_eq!(p.read("output/artifact"), "new\n");
+    assert!(!p.path().join("output.staging").exists());
+}
+
+#[test]
+fn partial_builds_see_earlier_artifacts() {
+    let p = TestProject::new();
+    p.phase("10-make", "echo base > \"$OUTPUT/base\"");
+    p.phase("20-use", "cp \"$OUTPUT/base\" \"$OUTPUT/derived\"");
+    p.run(&["build"]).ok();
+    std::fs::remove_file(p.path().join("output/derived")).unwrap();
+    p.run(&["build", "--from", "20"]).ok();
+    assert_eq!(p.read("output/derived"), "base\n");
+}
+
+#[test]
+fn manifest_records_artifacts_and_verify_catches_a_flipped_byte() {
+    let p = TestProject::new();
+    p.phase(
+        "10-art",
+        "head -c 4096 /dev/zero > \"$OUTPUT/disk.img\"; mkdir -p \"$OUTPUT/sub\"; echo x > \"$OUTPUT/sub/f\"",
+    );
+    p.run(&["build"]).ok();
+    let m: serde_json::Value = serde_json::from_str(&p.read("output/manifest.json")).unwrap();
+    assert_eq!(m["artifacts"][0]["path"], "disk.img");
+    assert_eq!(m["artifacts"][0]["size"], 4096);
+    assert_eq!(m["artifacts"][1]["path"], "sub/f");
+    assert_eq!(m["phases"][0]["id"], "10-art");
+    assert_eq!(m["phases"][0]["exit_code"], 0);
+    assert_eq!(m["config_digest"].as_str().unwrap().len(), 64);
+    assert_eq!(m["tool_version"], env!("CARGO_PKG_VERSION"));
+    p.run(&["verify"]).ok();
+
+    let img = p.path().join("output/disk.img");
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&img, bytes).unwrap();
+    let r = p.run(&["verify"]);
+    assert_eq!(r.code(), 1);
+    assert!(
+        r.stdout().contains("changed  disk.img  (sha256"),
+        "{}",
+        r.stdout()
+    );
+    std::fs::remove_file(p.path().join("output/sub/f")).unwrap();
+    assert!(
+        p.run(&["verify", p.output().to_str().unwrap()])
+            .stdout()
+            .contains("missing  sub/f")
+    );
+}
+
+#[test]
+fn a_second_build_on_the_same_output_fails_at_once() {
+    let p = TestProject::new();
+    p.phase("10-slow", "touch \"$BUILD_DIR/started\"; sleep 30");
+    let mut first = p
+        .cmd(&["build", "-q"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&p.path().join("build/started"));
+    let t = Instant::now();
+    p.run(&["build"]).fails_with(2, "another build (pid ");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    assert_eq!(first.wait().unwrap().code(), Some(130));
+}
+
+#[test]
+fn ctrl_c_stops_the_whole_phase_group_and_exits_130() {
+    let p = TestProject::new();
+    p.phase(
+        "10-spawn",
+        "sleep 300 & echo $! > \"$BUILD_DIR/pids\"\n\
+         bash -c 'sleep 300' & echo $! >> \"$BUILD_DIR/pids\"\n\
+         echo $$ >> \"$BUILD_DIR/pids\"\n\
+         sleep 300",
+    );
+    let mut child = p
+        .cmd(&["build"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&p.path().join("build/pids"));
+    std::thread::sleep(Duration::from_millis(300));
+    let pids: Vec<i32> = p.read("build/pids").lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 3);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(200));
+    for pid in pids {
+        assert!(!pid_alive(pid), "process {pid} outlived the interrupted build");
+    }
+    assert!(!p.output().exists());
+}
+
+#[test]
+fn background_processes_do_not_outlive_their_phase() {
+    let p = TestProject::new();
+    p.phase("10-leak", "sleep 300 & echo $! > \"$BUILD_DIR/pid\"");
+    p.run(&["build"]).ok();
+    let pid: i32 = p.read("build/pid").trim().parse().unwrap();
+    assert!(!pid_alive(pid));
+}
+
+#[test]
+fn plain_output_has_no_escape_codes_and_github_gets_groups() {
+    let p = TestProject::new();
+    p.phase("10-a", "echo inside");
+    let plain = p.run(&["build"]).ok().stderr();
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(
+        plain.contains("==> [1/1] 10-a") && plain.contains("ok [1/1] 10-a"),
+        "{plain}"
+    );
+    assert!(plain.contains("phase") && plain.contains("total"), "{plain}");
+    let gh = p.cmd(&["build"]).env("GITHUB_ACTIONS", "true").output().unwrap();
+    let gh = String::from_utf8_lossy(&gh.stderr);
+    assert!(gh.contains("::group::[1/1] 10-a\ninside\n::endgroup::"), "{gh}");
+    let quiet = p.run(&["build", "-q"]).ok().stderr();
+    assert_eq!(quiet, "");
+}
+
+#[test]
+fn config_prints_the_resolved_values_with_overrides() {
+    let p = TestProject::new();
+    p.file(
+        "image.conf",
+        "IMAGE_ID=test\nIMAGE_VERSION=1.0\nP=(a b)\nX=\"$IMAGE_ID-x\"\n",
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&p.run(&["config", "--json", "--set", "P=c 'd e'"]).ok().stdout()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"IMAGE_ID": "test", "IMAGE_VERSION": "1.0", "P": ["c", "d e"], "X": "test-x"})
+    );
+    let text = p.run(&["config"]).ok().stdout();
+    assert_eq!(
+        text,
+        "IMAGE_ID='test'\nIMAGE_VERSION='1.0'\nP=(\n    'a'\n    'b'\n)\nX='test-x'\n"
+    );
+    // Global options work after the subcommand too.
+    let other = tempfile::tempdir().unwrap();
+    let r = common::Run(
+        std::process::Command::new(common::BIN)
+            .current_dir(other.path())
+            .args(["config", "-C", p.path().to_str().unwrap(), "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(r.ok().stdout().contains("\"IMAGE_ID\": \"test\""));
+}
+
+#[test]
+fn help_completions_and_man_page_come_from_the_cli_definition() {
+    let p = TestProject::new();
+    for sub in ["build", "plan", "config", "verify", "completions", "man"] {
+        let help = p.run(&[sub, "--help"]).ok().stdout();
+        assert!(
+            help.contains("Examples:"),
+            "{sub} --help has no examples:\n{help}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = p.run(&["completions", shell]).ok().stdout();
+        assert!(out.contains("loisto-image") && out.contains("dry-run"), "{shell}");
+    }
+    let man = p.run(&["man"]).ok().stdout();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH loisto-image"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+    assert!(man.contains("LOISTO-IMAGE BUILD"));
+    p.run(&["frobnicate"]).fails_with(2, "unrecognized subcommand");
+}
+
+fn wait_for(path: &std::path::Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
