@@ -65,6 +65,13 @@ pub enum Command {
     /// Re-hash the artifacts a build recorded and report missing or changed files.
     #[command(after_help = "Examples:\n  loisto-image verify\n  loisto-image verify /srv/images/output")]
     Verify(VerifyArgs),
+    /// Boot an image in QEMU with UEFI firmware (default: the last build's disk image).
+    #[command(
+        after_help = "Examples:\n  loisto-image vm\n  loisto-image vm --headless --memory 2G --disk-size 8G\n  \
+        loisto-image vm --headless --expect 'LOISTO-HEALTH .* dm=verity' --timeout 180\n  \
+        LOISTO_VM_ACCEL=tcg loisto-image vm output/loisto_0.1.0.img --qemu-arg=-s"
+    )]
+    Vm(VmArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  loisto-image completions bash > /etc/bash_completion.d/loisto-image\n  \
@@ -121,6 +128,45 @@ pub struct ConfigArgs {
 pub struct VerifyArgs {
     /// Output directory to check [default: the project's output directory].
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// Disk image to boot [default: the last build's IMAGE_ID_IMAGE_VERSION.img].
+    pub image: Option<PathBuf>,
+    /// Accelerator: auto (KVM only if a guest really runs on it), kvm or tcg.
+    #[arg(long, env = "LOISTO_VM_ACCEL", default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
+    pub accel: String,
+    /// Guest memory (QEMU -m syntax: 1024, 2G).
+    #[arg(long, default_value = "1G")]
+    pub memory: String,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Boot a copy-on-write disk of this size (e.g. 8G) so first boot can grow into it.
+    #[arg(long, value_name = "SIZE")]
+    pub disk_size: Option<String>,
+    /// Serial console only, no window.
+    #[arg(long)]
+    pub headless: bool,
+    /// Boot the image file itself, keeping what the guest writes (default: a throwaway overlay).
+    #[arg(long)]
+    pub persist: bool,
+    /// Extra QEMU argument (repeatable), e.g. --qemu-arg=-s.
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub qemu_args: Vec<String>,
+    /// Exit 0 as soon as a serial console line matches REGEX; non-zero on timeout or power-off.
+    #[arg(long, value_name = "REGEX")]
+    pub expect: Option<String>,
+    /// Seconds to wait for --expect.
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "expect")]
+    pub timeout: u64,
+    /// OVMF firmware code file [default: searched in Debian, Arch, Fedora and Homebrew paths].
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
+    /// QEMU binary.
+    #[arg(long, env = "LOISTO_QEMU", default_value = "qemu-system-x86_64")]
+    pub qemu: String,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ pub mod project;
 pub mod signals;
 pub mod staging;
 pub mod ui;
+pub mod vm;
 
 use anyhow::Result;
 use cli::{Cli, Command};
@@ -25,6 +26,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Plan(a) => cmd::plan::run(g, a),
         Command::Config(a) => cmd::config::run(g, a),
         Command::Verify(a) => cmd::verify::run(g, a),
+        Command::Vm(a) => cmd::vm::run(g, a),
         Command::Completions(a) => cmd::completions::run(a),
         Command::Man => cmd::man::run(),
     }

@@ -66,6 +66,17 @@ where
     String::from_utf8(out.stdout).with_context(|| format!("`{line}` printed non-UTF-8 output"))
 }
 
+/// Starts a long-running tool (QEMU) whose streams the caller wires up itself.
+pub fn spawn(cmd: &mut std::process::Command) -> Result<std::process::Child> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let args: Vec<OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let line = display(&program, &args);
+    ui::trace(&line);
+    cmd.spawn()
+        .map_err(|e| anyhow::anyhow!(hint(&program, &e)))
+        .with_context(|| format!("running {line}"))
+}
+
 /// How a phase process ended.
 #[derive(Debug)]
 pub struct PhaseExit {

@@ -6,3 +6,4 @@ pub mod config;
 pub mod man;
 pub mod plan;
 pub mod verify;
+pub mod vm;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the extra PACKAGES on top of the base system, inside the rootfs.
+set -euo pipefail
+source "$PROJECT_DIR/phases/lib/common.sh"
+
+if [ "${#PACKAGES[@]}" -eq 0 ]; then
+    echo "PACKAGES is empty: nothing to add"
+    exit 0
+fi
+
+case "$(rootfs_distro)" in
+    debian)
+        arch-chroot "$ROOTFS" apt-get update
+        arch-chroot "$ROOTFS" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+        ;;
+    arch)
+        pacman --root "$ROOTFS" --config "${PACMAN_CONF:-$PROJECT_DIR/pacman.conf}" \
+            --cachedir "$CACHE_DIR/pacman/pkg" --noconfirm -S "${PACKAGES[@]}"
+        ;;
+esac

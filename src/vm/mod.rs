@@ -1,0 +1,5 @@
+//! Booting images in QEMU: firmware, accelerator, serial console.
+
+pub mod accel;
+pub mod firmware;
+pub mod serial;
