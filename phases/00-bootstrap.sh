@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Bootstraps a fresh base system into $ROOTFS with the distribution's own tool:
 # mmdebstrap for Debian, pacstrap for Arch.
+# Tools: mmdebstrap|pacstrap
+# Inputs: DISTRO DEBIAN_SUITE DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs the extra PACKAGES on top of the base system, inside the rootfs.
+# Tools: arch-chroot
+# Inputs: PACKAGES PACMAN_CONF pacman.conf
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Turns the base system into an appliance: identity in os-release, units enabled and
 # masked, no login passwords, and what a read-only root needs.
+# Tools: systemctl
+# Inputs: IMAGE_ID IMAGE_VERSION
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

@@ -2,6 +2,7 @@
 # Builds the initrd inside the rootfs with the rootfs's own dracut, generic (not host-only),
 # with what it takes to open a dm-verity root: systemd, systemd-veritysetup and dm.
 # The kernel and initrd go to $BUILD_DIR/boot for the UKI phase.
+# Tools: arch-chroot
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

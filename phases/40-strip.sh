@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Removes what an appliance never reads (STRIP_PATHS) and the firmware it does not need
 # (everything outside FIRMWARE_KEEP, when that list is not empty).
+# Inputs: STRIP_PATHS FIRMWARE_KEEP
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Seals the rootfs: a compressed read-only image (squashfs or erofs) and its dm-verity hash
 # tree. Salt and UUIDs come from the image id and version, so equal inputs give equal bytes.
+# Tools: veritysetup mksquashfs|mkfs.erofs
+# Inputs: IMAGE_ID IMAGE_VERSION ROOT_FORMAT
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

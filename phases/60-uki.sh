@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Unified Kernel Image: kernel, initrd, os-release and a command line that pins
 # the verity root hash, so the UKI (signed, if keys exist) vouches for the whole OS.
+# Tools: ukify /usr/bin/python3 sbsign?
+# Inputs: ROOT_FORMAT KERNEL_CMDLINE keys/secureboot.key keys/secureboot.crt
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/, then
 # writes SHA256SUMS for every artifact.
+# Tools: systemd-repart mkfs.vfat mcopy mkfs.ext4 sfdisk sha256sum
+# Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE repart.d/build/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

@@ -65,6 +65,9 @@ pub enum Command {
     /// Re-hash the artifacts a build recorded and report missing or changed files.
     #[command(after_help = "Examples:\n  loisto-image verify\n  loisto-image verify /srv/images/output")]
     Verify(VerifyArgs),
+    /// List every host tool each phase (and `vm`) needs: found with its version, or missing.
+    #[command(after_help = "Examples:\n  loisto-image doctor\n  loisto-image -C ~/my-image doctor")]
+    Doctor,
     /// Boot an image in QEMU with UEFI firmware (default: the last build's disk image).
     #[command(
         after_help = "Examples:\n  loisto-image vm\n  loisto-image vm --headless --memory 2G --disk-size 8G\n  \

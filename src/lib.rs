@@ -12,6 +12,7 @@ pub mod proc;
 pub mod project;
 pub mod signals;
 pub mod staging;
+pub mod tools;
 pub mod ui;
 pub mod vm;
 
@@ -26,6 +27,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Plan(a) => cmd::plan::run(g, a),
         Command::Config(a) => cmd::config::run(g, a),
         Command::Verify(a) => cmd::verify::run(g, a),
+        Command::Doctor => cmd::doctor::run(g),
         Command::Vm(a) => cmd::vm::run(g, a),
         Command::Completions(a) => cmd::completions::run(a),
         Command::Man => cmd::man::run(),

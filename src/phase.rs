@@ -11,6 +11,51 @@ pub struct Phase {
     /// `40-strip`: the file name without `.sh`, as phases are named everywhere.
     pub id: String,
     pub path: PathBuf,
+    pub header: Header,
+}
+
+/// What a phase declares in its leading comment block:
+///
+/// ```text
+/// # Tools: veritysetup mksquashfs|mkfs.erofs
+/// # Inputs: ROOT_FORMAT overlay/
+/// ```
+///
+/// `a|b` means either tool will do. Inputs in capitals are config keys, anything else is a
+/// path in the project.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    pub tools: Vec<Vec<String>>,
+    pub inputs: Vec<String>,
+}
+
+impl Header {
+    pub fn parse(text: &str) -> Header {
+        let mut h = Header::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some(comment) = line.strip_prefix('#') else {
+                break;
+            };
+            let comment = comment.trim();
+            if let Some(rest) = strip_key(comment, "tools:") {
+                h.tools.extend(
+                    rest.split_whitespace()
+                        .map(|w| w.split('|').map(str::to_string).collect()),
+                );
+            } else if let Some(rest) = strip_key(comment, "inputs:") {
+                h.inputs.extend(rest.split_whitespace().map(str::to_string));
+            }
+        }
+        h
+    }
+}
+
+fn strip_key<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+    (s.len() >= key.len() && s[..key.len()].eq_ignore_ascii_case(key)).then(|| &s[key.len()..])
 }
 
 /// Lists `dir`'s phases in order. Files that look like phases but are misnamed, and two
@@ -31,7 +76,16 @@ pub fn discover(dir: &Path) -> Result<Vec<Phase>> {
             continue;
         }
         match parse_name(&name) {
-            Some((number, id)) => phases.push(Phase { number, id, path }),
+            Some((number, id)) => {
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                phases.push(Phase {
+                    number,
+                    id,
+                    header: Header::parse(&text),
+                    path,
+                })
+            }
             None if looks_like_phase(&name) => {
                 return Err(UsageError::new(format!(
                     "{}: malformed phase name; phases are named NN-name.sh (two or more digits, a dash, \
@@ -173,6 +227,19 @@ mod tests {
 
     fn ids(p: &[Phase]) -> Vec<&str> {
         p.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn header_lists_tools_with_alternatives_and_inputs() {
+        let h = Header::parse(
+            "#!/bin/bash\n# Seals the rootfs.\n# Tools: veritysetup mksquashfs|mkfs.erofs\n\
+             # inputs: ROOT_FORMAT overlay/\nset -e\n# Tools: not-in-header\n",
+        );
+        assert_eq!(
+            h.tools,
+            vec![vec!["veritysetup"], vec!["mksquashfs", "mkfs.erofs"]]
+        );
+        assert_eq!(h.inputs, vec!["ROOT_FORMAT", "overlay/"]);
     }
 
     #[test]

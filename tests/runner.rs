@@ -83,6 +83,22 @@ fn phases_get_the_documented_environment_and_nothing_else() {
 }
 
 #[test]
+fn sourcing_loisto_env_keeps_the_runner_paths() {
+    let p = TestProject::new();
+    p.file(
+        "image.conf",
+        "IMAGE_ID=t\nIMAGE_VERSION=1\nOUTPUT=out\nROOTFS=tree\nSOURCE_DATE_EPOCH=5\n",
+    );
+    p.phase("10-env", "before=\"$OUTPUT $ROOTFS\"; source \"$LOISTO_ENV\"; echo \"$before|$OUTPUT $ROOTFS\" > \"$OUTPUT/paths\"");
+    p.run(&["build"]).ok();
+    let root = p.path().display();
+    assert_eq!(
+        p.read("out/paths"),
+        format!("{root}/out.staging {root}/tree|{root}/out.staging {root}/tree\n")
+    );
+}
+
+#[test]
 fn source_date_epoch_defaults_to_the_last_commit() {
     let p = TestProject::new();
     p.file("image.conf", "IMAGE_ID=test\nIMAGE_VERSION=1.0\n");
@@ -422,4 +438,31 @@ fn wait_for(path: &std::path::Path) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_missing_host_tool_stops_the_build_before_any_phase_naming_tool_and_phase() {
+    let p = TestProject::new();
+    p.phase("10-first", "touch \"$BUILD_DIR/ran\"");
+    p.file(
+        "phases/20-seal.sh",
+        "# Seals things.\n# Tools: sh surely-not-installed-tool|neither-this-one optional-tool-xyz?\nexit 0\n",
+    );
+    p.run(&["build"]).fails_with(
+        1,
+        "phase 20-seal needs `surely-not-installed-tool|neither-this-one`",
+    );
+    assert!(!p.path().join("build/ran").exists());
+    let doctor = p.run(&["doctor"]);
+    assert_eq!(doctor.code(), 1);
+    let out = doctor.stdout();
+    assert!(
+        out.contains("surely-not-installed-tool|neither-this-one  MISSING"),
+        "{out}"
+    );
+    assert!(
+        out.contains("optional-tool-xyz?") && out.contains("not installed (optional)"),
+        "{out}"
+    );
+    assert!(out.contains("ok  /"), "{out}");
 }

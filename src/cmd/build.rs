@@ -8,8 +8,8 @@ use crate::phase::{self, Phase};
 use crate::proc::{self, PhaseExit, PhaseSink};
 use crate::project::Project;
 use crate::ui::{self, PhaseView, Style};
-use crate::{lock::Lock, phase_env, signals, staging};
-use anyhow::{Context, Result, anyhow};
+use crate::{lock::Lock, phase_env, signals, staging, tools};
+use anyhow::{Context, Result, anyhow, bail};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
@@ -21,6 +21,19 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     let phases = selection.apply(&phase::discover(&project.phases_dir())?)?;
     if args.dry_run {
         return plan::print(&project, &phases, false);
+    }
+    let missing = tools::missing(&phases);
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing
+            .iter()
+            .map(|(ph, t)| format!("  phase {ph} needs `{t}`"))
+            .collect();
+        let names: Vec<&str> = missing.iter().flat_map(|(_, t)| t.split('|').take(1)).collect();
+        bail!(
+            "host tools are missing, nothing was run:\n{}\ninstall them with: {}\n(`loisto-image doctor` lists every tool and its version)",
+            lines.join("\n"),
+            tools::install_line(&names)
+        );
     }
     for d in [&project.build_dir, &project.cache_dir, &project.rootfs] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -34,9 +47,12 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     let staging = project.staging();
     staging::prepare(&staging, &project.output, !selection.is_all())?;
     let sde = phase_env::source_date_epoch(&project)?;
-    std::fs::write(project.env_file(), phase_env::env_file_text(&project.config))
-        .with_context(|| format!("writing {}", project.env_file().display()))?;
     let base_env = phase_env::base(&project, &staging, sde);
+    std::fs::write(
+        project.env_file(),
+        phase_env::env_file_text(&project.config, &base_env),
+    )
+    .with_context(|| format!("writing {}", project.env_file().display()))?;
 
     let started = Instant::now();
     let mut records = Vec::new();
