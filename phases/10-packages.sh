@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the extra PACKAGES on top of the base system, inside the rootfs.
-# Tools: arch-chroot
+# Tools: arch-chroot unshare
 # Inputs: PACKAGES PACMAN_CONF pacman.conf
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -12,8 +12,8 @@ fi
 
 case "$(rootfs_distro)" in
     debian)
-        arch-chroot "$ROOTFS" apt-get update
-        arch-chroot "$ROOTFS" env DEBIAN_FRONTEND=noninteractive \
+        in_rootfs apt-get update
+        in_rootfs env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y --no-install-recommends "${PACKAGES[@]}"
         ;;
     arch)

@@ -2,7 +2,7 @@
 # Builds the initrd inside the rootfs with the rootfs's own dracut, generic (not host-only),
 # with what it takes to open a dm-verity root: systemd, systemd-veritysetup and dm.
 # The kernel and initrd go to $BUILD_DIR/boot for the UKI phase.
-# Tools: arch-chroot
+# Tools: arch-chroot unshare
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
@@ -10,9 +10,9 @@ kver=$(rootfs_kernel_version)
 echo "kernel $kver"
 mkdir -p "$BUILD_DIR/boot"
 
-# arch-chroot gives dracut /proc, /sys and /dev in a private mount namespace.
+# dracut needs /proc, /sys and /dev; in_rootfs mounts them in a private namespace.
 # (Its /tmp is a throwaway tmpfs, so the initrd is written to /boot.)
-arch-chroot "$ROOTFS" dracut --force --no-hostonly --reproducible \
+in_rootfs dracut --force --no-hostonly --reproducible \
     --add "systemd systemd-veritysetup dm" --omit "plymouth" \
     /boot/loisto-initrd.img "$kver"
 mv "$ROOTFS/boot/loisto-initrd.img" "$BUILD_DIR/boot/initrd.img"

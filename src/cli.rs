@@ -75,6 +75,24 @@ pub enum Command {
         LOISTO_VM_ACCEL=tcg loisto-image vm output/loisto_0.1.0.img --qemu-arg=-s"
     )]
     Vm(VmArgs),
+    /// Open a shell, or run a command, inside the build's rootfs (private mount namespace).
+    #[command(
+        after_help = "Examples:\n  loisto-image chroot\n  loisto-image chroot -- dpkg -l\n  \
+        loisto-image chroot --rootfs /tmp/tree --no-network -- sh -c 'ls /usr/lib/modules'\n\n\
+        Changes land in the build's rootfs: `build --from 50` seals them into the image, and the next \
+        full build (which bootstraps afresh) discards them."
+    )]
+    Chroot(ChrootArgs),
+    /// Create development signing keys under keys/ and the public rauc/keyring.pem.
+    #[command(after_help = "Examples:\n  loisto-image keys\n  loisto-image keys --force")]
+    Keys(KeysArgs),
+    /// Make a signed RAUC bundle (format=verity) from the last build.
+    #[command(after_help = "Examples:\n  loisto-image bundle\n  \
+        loisto-image bundle --output update.raucb --cert /run/secrets/release.crt --key /run/secrets/release.key")]
+    Bundle(BundleArgs),
+    /// Build systemd-sysext images from sysext/NAME.conf against the last build's rootfs.
+    #[command(after_help = "Examples:\n  loisto-image sysext\n  loisto-image sysext gpu-mesa -v")]
+    Sysext(SysextArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  loisto-image completions bash > /etc/bash_completion.d/loisto-image\n  \
@@ -170,6 +188,51 @@ pub struct VmArgs {
     /// QEMU binary.
     #[arg(long, env = "LOISTO_QEMU", default_value = "qemu-system-x86_64")]
     pub qemu: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ChrootArgs {
+    /// Root tree to enter [default: the project's ROOTFS, e.g. build/rootfs].
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Do not give the chroot the host's resolv.conf.
+    #[arg(long)]
+    pub no_network: bool,
+    /// Command and arguments, after `--` [default: an interactive bash].
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// Replace existing keys.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// Bundle file [default: OUTPUT/IMAGE_ID_IMAGE_VERSION.raucb].
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Signing certificate [default: keys/rauc-release.crt].
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Signing key [default: keys/rauc-release.key].
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// Keyring the new bundle is checked against [default: rauc/keyring.pem].
+    #[arg(long, value_name = "PEM")]
+    pub keyring: Option<PathBuf>,
+    /// Leave out the adaptive update index (block-hash-index) on the OS and verity images.
+    #[arg(long)]
+    pub no_adaptive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SysextArgs {
+    /// Extensions to build [default: every sysext/*.conf].
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]

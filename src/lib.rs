@@ -10,6 +10,7 @@ pub mod phase;
 pub mod phase_env;
 pub mod proc;
 pub mod project;
+pub mod runner;
 pub mod signals;
 pub mod staging;
 pub mod tools;
@@ -19,17 +20,26 @@ pub mod vm;
 use anyhow::Result;
 use cli::{Cli, Command};
 
-pub fn run(cli: &Cli) -> Result<()> {
+/// Runs the command; the number is the exit status on success (chroot passes its command's).
+pub fn run(cli: &Cli) -> Result<i32> {
     let style = ui::init(cli.global.verbose, cli.global.quiet);
     let g = &cli.global;
+    if let Command::Chroot(a) = &cli.command {
+        return cmd::chroot::run(g, a);
+    }
     match &cli.command {
         Command::Build(a) => cmd::build::run(g, a, style),
         Command::Plan(a) => cmd::plan::run(g, a),
         Command::Config(a) => cmd::config::run(g, a),
         Command::Verify(a) => cmd::verify::run(g, a),
         Command::Doctor => cmd::doctor::run(g),
+        Command::Keys(a) => cmd::keys::run(g, a),
+        Command::Bundle(a) => cmd::bundle::run(g, a),
+        Command::Sysext(a) => cmd::sysext::run(g, a, style),
         Command::Vm(a) => cmd::vm::run(g, a),
         Command::Completions(a) => cmd::completions::run(a),
         Command::Man => cmd::man::run(),
+        Command::Chroot(_) => unreachable!("handled above"),
     }
+    .map(|()| 0)
 }

@@ -1,5 +1,6 @@
 //! Host tools: where they come from, how to ask their version, and whether they are here.
 
+use crate::phase::Header;
 use std::path::{Path, PathBuf};
 
 pub struct Known {
@@ -183,16 +184,34 @@ pub fn is_optional(group: &[String]) -> bool {
 }
 
 /// Every (phase, tool group) whose tools are all missing; checked before anything runs.
-pub fn missing(phases: &[crate::phase::Phase]) -> Vec<(String, String)> {
+pub fn missing<'a>(phases: impl IntoIterator<Item = (&'a str, &'a Header)>) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for ph in phases {
-        for group in &ph.header.tools {
+    for (id, header) in phases {
+        for group in &header.tools {
             if !is_optional(group) && resolve(group).is_none() {
-                out.push((ph.id.clone(), group.join("|")));
+                out.push((id.to_string(), group.join("|")));
             }
         }
     }
     out
+}
+
+/// Fails, before anything runs, if a tool some step needs is missing.
+pub fn require<'a>(phases: impl IntoIterator<Item = (&'a str, &'a Header)>) -> anyhow::Result<()> {
+    let missing = missing(phases);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|(ph, t)| format!("  phase {ph} needs `{t}`"))
+        .collect();
+    let names: Vec<&str> = missing.iter().flat_map(|(_, t)| t.split('|').take(1)).collect();
+    anyhow::bail!(
+        "host tools are missing, nothing was run:\n{}\ninstall them with: {}\n(`loisto-image doctor` lists every tool and its version)",
+        lines.join("\n"),
+        install_line(&names)
+    )
 }
 
 /// The first line a tool prints about its version, if it has a way to ask.

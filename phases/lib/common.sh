@@ -30,6 +30,12 @@ rootfs_kernel_version() {
     basename "${versions[0]}"
 }
 
+# Runs a command inside $ROOTFS with /proc, /sys and /dev mounted, in a private mount
+# namespace: when the command ends (or the build is killed) nothing stays mounted on the host.
+in_rootfs() {
+    unshare --mount --propagation private arch-chroot "$ROOTFS" "$@"
+}
+
 # Artifact names all start with this.
 artifact() {
     echo "$OUTPUT/${IMAGE_ID}_${IMAGE_VERSION}$1"

@@ -1,10 +1,14 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod bundle;
+pub mod chroot;
 pub mod completions;
 pub mod config;
 pub mod doctor;
+pub mod keys;
 pub mod man;
 pub mod plan;
+pub mod sysext;
 pub mod verify;
 pub mod vm;

@@ -1,0 +1,225 @@
+//! `loisto-image chroot`: a shell or command inside the build's rootfs, in a private mount
+//! namespace, so every mount it needs disappears with it, however it ends.
+
+use crate::cli::{ChrootArgs, Global};
+use crate::error::UsageError;
+use crate::proc;
+use crate::project::Project;
+use anyhow::{Context, Result};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn run(g: &Global, args: &ChrootArgs) -> Result<i32> {
+    let project = Project::open(g).ok();
+    let rootfs = match (&args.rootfs, &project) {
+        (Some(r), _) => std::path::absolute(r).with_context(|| format!("resolving {}", r.display()))?,
+        (None, Some(p)) => p.rootfs.clone(),
+        (None, None) => {
+            return Err(UsageError::new("no image project here: pass --rootfs DIR or -C PROJECT").into());
+        }
+    };
+    if !rootfs.join("usr").is_dir() {
+        return Err(UsageError::new(format!(
+            "no rootfs at {}: build one with `loisto-image build` (or `loisto-image build --to 40` for the tree alone), \
+             or pass --rootfs DIR",
+            rootfs.display()
+        ))
+        .into());
+    }
+    if rootfs == Path::new("/") {
+        return Err(UsageError::new("--rootfs / is the host itself").into());
+    }
+    let image_id = project
+        .as_ref()
+        .map(|p| p.config.image_id.clone())
+        .unwrap_or_else(|| "rootfs".into());
+    let plan = MountPlan::new(&rootfs, !args.no_network)?;
+
+    let (program, argv) = match args.command.split_first() {
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None => (
+            "/bin/bash".to_string(),
+            vec!["--norc".to_string(), "-i".to_string()],
+        ),
+    };
+    let mut cmd = Command::new(&program);
+    cmd.args(&argv).env_clear().envs([
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("HOME", "/root"),
+        ("TERM", &std::env::var("TERM").unwrap_or_else(|_| "dumb".into())),
+        ("LANG", "C.UTF-8"),
+        ("PS1", &format!("({image_id} chroot) \\w\\$ ")),
+    ]);
+    // Runs in the child between fork and exec: only the prepared C strings and syscalls.
+    unsafe {
+        cmd.pre_exec(move || plan.enter());
+    }
+    let mut child = proc::spawn(&mut cmd).with_context(|| format!("entering {}", rootfs.display()))?;
+    // The child owns the terminal's attention; Ctrl-C belongs to it, not to us.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let status = child.wait().context("waiting for the chroot command")?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Paths and flags prepared before fork; `enter` only makes syscalls.
+struct MountPlan {
+    root: CString,
+    proc_: CString,
+    sys: CString,
+    dev: CString,
+    run: CString,
+    host_resolv: CString,
+    /// Where the host's resolv.conf is bound, if networking is wanted and possible.
+    resolv_target: Option<CString>,
+    /// A file to create in the fresh /run first (resolv.conf links into /run on systemd systems).
+    resolv_in_run: Option<CString>,
+}
+
+fn c(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).context("path contains a NUL byte")
+}
+
+impl MountPlan {
+    fn new(root: &Path, network: bool) -> Result<MountPlan> {
+        for d in ["proc", "sys", "dev", "run"] {
+            if !root.join(d).is_dir() {
+                return Err(UsageError::new(format!(
+                    "{} has no /{d}; is it a root file system?",
+                    root.display()
+                ))
+                .into());
+            }
+        }
+        let (mut resolv_target, mut resolv_in_run) = (None, None);
+        if network && Path::new("/etc/resolv.conf").exists() {
+            let inside = root.join("etc/resolv.conf");
+            match std::fs::read_link(&inside) {
+                // A link into /run (systemd-resolved) points into the tmpfs we mount there.
+                Ok(target) => {
+                    let abs = if target.is_absolute() {
+                        target
+                    } else {
+                        PathBuf::from("/etc").join(target)
+                    };
+                    let abs = crate::project::normalize(&abs);
+                    if let Ok(rel) = abs.strip_prefix("/run") {
+                        let t = root.join("run").join(rel);
+                        resolv_in_run = Some(c(&t)?);
+                        resolv_target = Some(c(&t)?);
+                    }
+                }
+                Err(_) if inside.is_file() => resolv_target = Some(c(&inside)?),
+                Err(_) => {}
+            }
+        }
+        Ok(MountPlan {
+            root: c(root)?,
+            proc_: c(&root.join("proc"))?,
+            sys: c(&root.join("sys"))?,
+            dev: c(&root.join("dev"))?,
+            run: c(&root.join("run"))?,
+            host_resolv: c(Path::new("/etc/resolv.conf"))?,
+            resolv_target,
+            resolv_in_run,
+        })
+    }
+
+    fn enter(&self) -> std::io::Result<()> {
+        use libc::{MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT};
+        let ok = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        let null = std::ptr::null();
+        unsafe {
+            ok(libc::unshare(libc::CLONE_NEWNS))?;
+            // Nothing done here may propagate back to the host's mount table.
+            ok(libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                MS_REC | MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            ok(libc::mount(
+                c"proc".as_ptr(),
+                self.proc_.as_ptr(),
+                c"proc".as_ptr(),
+                MS_NOSUID | MS_NODEV,
+                std::ptr::null(),
+            ))?;
+            ok(libc::mount(
+                c"/sys".as_ptr(),
+                self.sys.as_ptr(),
+                null,
+                MS_BIND | MS_REC,
+                std::ptr::null(),
+            ))?;
+            ok(libc::mount(
+                c"/dev".as_ptr(),
+                self.dev.as_ptr(),
+                null,
+                MS_BIND | MS_REC,
+                std::ptr::null(),
+            ))?;
+            ok(libc::mount(
+                c"tmpfs".as_ptr(),
+                self.run.as_ptr(),
+                c"tmpfs".as_ptr(),
+                MS_NOSUID | MS_NODEV,
+                c"mode=0755".as_ptr().cast(),
+            ))?;
+            if let Some(f) = &self.resolv_in_run {
+                // mkdir -p of the parent inside the fresh /run, then an empty file to bind onto.
+                let bytes = f.as_bytes();
+                for (i, b) in bytes.iter().enumerate().skip(1) {
+                    if *b == b'/' {
+                        let mut part = bytes[..i].to_vec();
+                        part.push(0);
+                        libc::mkdir(part.as_ptr().cast(), 0o755);
+                    }
+                }
+                let fd = libc::open(
+                    f.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
+            if let Some(t) = &self.resolv_target {
+                ok(libc::mount(
+                    self.host_resolv.as_ptr(),
+                    t.as_ptr(),
+                    null,
+                    MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                ok(libc::mount(
+                    null,
+                    t.as_ptr(),
+                    null,
+                    MS_BIND | MS_REMOUNT | MS_RDONLY,
+                    std::ptr::null(),
+                ))?;
+            }
+            ok(libc::chroot(self.root.as_ptr()))?;
+            ok(libc::chdir(c"/".as_ptr()))?;
+        }
+        Ok(())
+    }
+}

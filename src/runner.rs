@@ -1,0 +1,119 @@
+//! Runs one script the way phases run: own process group, clean environment, output teed to
+//! its log and the terminal, and a failure report with the last lines.
+
+use crate::proc::{self, PhaseExit, PhaseSink};
+use crate::ui::{self, PhaseView, Style};
+use anyhow::{Context, Result};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+pub struct Step<'a> {
+    pub id: &'a str,
+    pub script: &'a Path,
+    pub log: &'a Path,
+    /// Position in the run, for the `[2/7]` label.
+    pub index: usize,
+    pub total: usize,
+}
+
+/// Runs `bash SCRIPT` in `cwd`; returns how it ended and its last lines of output.
+pub fn run_script(
+    cwd: &Path,
+    step: &Step,
+    env: &[(String, String)],
+    style: Style,
+) -> Result<(PhaseExit, Vec<String>)> {
+    let mut log =
+        std::fs::File::create(step.log).with_context(|| format!("creating {}", step.log.display()))?;
+    writeln!(
+        log,
+        "# loisto-image phase {}\n# command: {}\n# cwd: {}\n# started: {}\n",
+        step.id,
+        proc::display("bash", &[step.script.as_os_str().to_owned()]),
+        cwd.display(),
+        ui::utc_now()
+    )
+    .context("writing the log header")?;
+    let mut sink = Sink {
+        view: PhaseView::start(style, step.index, step.total, step.id),
+        tail: Tail::default(),
+    };
+    let exit = proc::run_phase(step.script, cwd, env, &mut log, &mut sink)?;
+    writeln!(
+        log,
+        "\n# exit code {} after {}",
+        exit.code,
+        ui::secs(exit.duration)
+    )
+    .context("writing the log footer")?;
+    sink.view
+        .finish(exit.code == 0 && !exit.interrupted, exit.duration);
+    Ok((exit, sink.tail.lines()))
+}
+
+pub fn report_failure(id: &str, exit: &PhaseExit, lines: &[String], log_path: &Path) -> Result<()> {
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "\n{id} failed: exit code {} after {}",
+        exit.code,
+        ui::secs(exit.duration)
+    )?;
+    writeln!(err, "last {} lines of {}:", lines.len(), log_path.display())?;
+    for l in lines {
+        writeln!(err, "  | {l}")?;
+    }
+    Ok(())
+}
+
+struct Sink {
+    view: PhaseView,
+    tail: Tail,
+}
+
+impl PhaseSink for Sink {
+    fn output(&mut self, chunk: &[u8]) {
+        self.tail.push(chunk);
+        self.view.output(chunk);
+    }
+
+    fn tick(&mut self, elapsed: Duration) {
+        self.view.tick(elapsed);
+    }
+}
+
+/// The last 20 lines of output, for the failure report.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    const KEEP: usize = 20;
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.partial.extend_from_slice(chunk);
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            self.lines
+                .push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            if self.lines.len() > Self::KEEP {
+                self.lines.pop_front();
+            }
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lines.iter().cloned().collect();
+        if !self.partial.is_empty() {
+            v.push(String::from_utf8_lossy(&self.partial).into_owned());
+            if v.len() > Self::KEEP {
+                v.remove(0);
+            }
+        }
+        v
+    }
+}
