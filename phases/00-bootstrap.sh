@@ -1,10 +1,34 @@
 #!/usr/bin/env bash
-# Bootstraps a fresh base system into $ROOTFS with the distribution's own tool:
-# mmdebstrap for Debian, pacstrap for Arch.
-# Tools: mmdebstrap|pacstrap
-# Inputs: DISTRO DEBIAN_SUITE DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
+# Makes the base system in $ROOTFS: bootstraps DISTRO with its own tool (mmdebstrap for
+# Debian, pacstrap for Arch), or with BOOTSTRAP=rootfs imports an existing tree
+# (ROOTFS_TAR or ROOTFS_DIR) with ownership, modes, xattrs and device nodes kept.
+# Tools: mmdebstrap|pacstrap|bsdtar
+# Inputs: BOOTSTRAP ROOTFS_TAR ROOTFS_DIR DISTRO DEBIAN_SUITE DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
+
+# Start from nothing: a half-finished tree from an earlier build must not leak in.
+rm -rf --one-file-system "${ROOTFS:?}"
+mkdir -p "$ROOTFS"
+
+if [ "${BOOTSTRAP:-distro}" = rootfs ]; then
+    if [ -n "${ROOTFS_TAR:-}" ]; then
+        tarball=$(realpath -e "$ROOTFS_TAR")
+        echo "importing $tarball"
+        # Refuse members that could land outside $ROOTFS before unpacking anything.
+        /usr/bin/python3 "$PROJECT_DIR/phases/lib/check-rootfs-tar.py" "$tarball"
+        # bsdtar also refuses `..` and extracting through symlinks on its own (no -P).
+        bsdtar -x -p --xattrs --acls --numeric-owner -f "$tarball" -C "$ROOTFS"
+    elif [ -n "${ROOTFS_DIR:-}" ]; then
+        echo "importing $ROOTFS_DIR"
+        cp -a "$(realpath -e "$ROOTFS_DIR")/." "$ROOTFS/"
+    else
+        echo "BOOTSTRAP=rootfs needs ROOTFS_TAR=file.tar or ROOTFS_DIR=dir in image.conf" >&2
+        exit 1
+    fi
+    echo "imported a $(rootfs_distro) tree"
+    exit 0
+fi
 
 # DISTRO unset: follow the build host, as mkosi does.
 if [ -z "${DISTRO:-}" ]; then
@@ -18,10 +42,6 @@ if [ -z "${DISTRO:-}" ]; then
     esac
 fi
 echo "bootstrapping $DISTRO into $ROOTFS"
-
-# Start from nothing: a half-finished tree from an earlier build must not leak in.
-rm -rf --one-file-system "${ROOTFS:?}"
-mkdir -p "$ROOTFS"
 
 case "$DISTRO" in
     debian)
@@ -38,9 +58,10 @@ case "$DISTRO" in
         ;;
     arch)
         mkdir -p "$CACHE_DIR/pacman/pkg"
-        # -c: use the host cache dir given in pacman.conf; -G: keep the host keyring out;
-        # -M: keep the host mirrorlist out: the project's pacman.conf decides both.
-        pacstrap -C "${PACMAN_CONF:-$PROJECT_DIR/pacman.conf}" -c -G -M "$ROOTFS" "${ARCH_PACKAGES[@]}"
+        # -C: the project's repositories and signature policy; -G, -M: leave the host's
+        # keyring and mirrorlist out; -c with --cachedir: keep downloads in CACHE_DIR.
+        pacstrap -C "$PROJECT_DIR/${PACMAN_CONF:-pacman.conf}" -G -M -c "$ROOTFS" \
+            --cachedir "$CACHE_DIR/pacman/pkg" "${ARCH_PACKAGES[@]}"
         ;;
     *)
         echo "DISTRO=$DISTRO is not supported; use debian or arch" >&2

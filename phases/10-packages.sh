@@ -17,7 +17,7 @@ case "$(rootfs_distro)" in
             apt-get install -y --no-install-recommends "${PACKAGES[@]}"
         ;;
     arch)
-        pacman --root "$ROOTFS" --config "${PACMAN_CONF:-$PROJECT_DIR/pacman.conf}" \
+        pacman --root "$ROOTFS" --config "$PROJECT_DIR/${PACMAN_CONF:-pacman.conf}" \
             --cachedir "$CACHE_DIR/pacman/pkg" --noconfirm -S "${PACKAGES[@]}"
         ;;
 esac

@@ -24,4 +24,6 @@ systemctl --root="$ROOTFS" mask ctrl-alt-del.target rescue.service emergency.ser
 systemctl --root="$ROOTFS" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer 2>/dev/null || true
 
 # Lock root: nobody logs in with a password.
-sed -i -E 's/^root:[^:]*:/root:!:/' "$ROOTFS/etc/shadow"
+if [ -f "$ROOTFS/etc/shadow" ]; then
+    sed -i -E 's/^root:[^:]*:/root:!:/' "$ROOTFS/etc/shadow"
+fi

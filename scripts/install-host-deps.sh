@@ -24,7 +24,7 @@ DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 mmdebstrap)
 ARCH_PKGS=(
   arch-install-scripts pacman squashfs-tools erofs-utils cryptsetup zstd systemd systemd-ukify
   python-pefile mtools dosfstools qemu-system-x86 edk2-ovmf rauc openssl sbsigntools
-  debootstrap shellcheck util-linux git
+  mmdebstrap shellcheck util-linux git python libarchive binutils
 )
 
 enable_bookworm_backports() {

@@ -13,17 +13,42 @@ use std::time::{Duration, Instant};
 const HEALTH: &str = r"^LOISTO-HEALTH id=loisto version=0\.1\.0 root=/dev/mapper/\S+ dm=verity$";
 
 struct Built {
+    /// A copy of the repository's image project: tests write keys and sysext confs here.
+    project: PathBuf,
     work: PathBuf,
     output: PathBuf,
 }
 
-/// Builds the repository's own image project once per test binary, into target/e2e/.
+/// Copies the repository's image project into target/ and builds it once per test binary,
+/// so tests never touch the repository's own output/, keys/ or rauc/keyring.pem.
 fn built() -> &'static Built {
     static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
-        let output = work.join("output");
-        let r = Run(project_cmd(&work, &["build"]).output().unwrap());
+        let project = work.join("project");
+        if project.exists() {
+            // A killed run may have left a rootfs behind; chattr-free trees delete fine.
+            std::fs::remove_dir_all(&project).map_err(|e| format!("cleaning {}: {e}", project.display()))?;
+        }
+        std::fs::create_dir_all(&project).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for item in ["image.conf", "phases", "overlay", "repart.d", "rauc", "sysext"] {
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(repo.join(item))
+                .arg(&project)
+                .status()
+                .unwrap();
+            assert!(st.success(), "copying {item}");
+        }
+        let _ = std::fs::remove_file(project.join("rauc/keyring.pem"));
+        let output = project.join("output");
+        let b = Built {
+            project,
+            work,
+            output,
+        };
+        let r = Run(b.cmd(&["build"]).output().unwrap());
         if r.code() != 0 {
             return Err(format!(
                 "the image build failed (exit {}):\n{}",
@@ -31,32 +56,38 @@ fn built() -> &'static Built {
                 r.stderr()
             ));
         }
-        Ok(Built { work, output })
+        Ok(b)
     });
     built.as_ref().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The binary on the repository's project, with every build directory under `work`.
-fn project_cmd(work: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("-C").arg(env!("CARGO_MANIFEST_DIR"));
-    for (key, dir) in [
-        ("OUTPUT", "output"),
-        ("BUILD_DIR", "build"),
-        ("CACHE_DIR", "cache"),
-    ] {
-        c.arg("--set").arg(format!("{key}={}", work.join(dir).display()));
+impl Built {
+    /// The binary on the copied project.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("-C")
+            .arg(&self.project)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("GITHUB_ACTIONS");
+        c
     }
-    c.args(args).env("NO_COLOR", "1").env_remove("GITHUB_ACTIONS");
-    c
+
+    fn run(&self, args: &[&str]) -> Run {
+        Run(self.cmd(args).output().unwrap())
+    }
 }
 
-/// Boots one VM at a time: two TCG guests on two cores only slow each other down.
+/// One image test at a time: they share one build, some rebuild parts of it, and two TCG
+/// guests on two cores only slow each other down.
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn boot(args: &[&str], env: &[(&str, &str)]) -> (Run, Duration) {
-    static ONE_VM: Mutex<()> = Mutex::new(());
-    let _guard = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let b = built();
-    let mut c = project_cmd(&b.work, &["vm", "--headless"]);
+    let mut c = b.cmd(&["vm", "--headless"]);
     c.args(args);
     for (k, v) in env {
         c.env(k, v);
@@ -69,6 +100,7 @@ fn boot(args: &[&str], env: &[(&str, &str)]) -> (Run, Duration) {
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn default_image_builds_and_boots_to_the_health_line() {
+    let _one = exclusive();
     let (r, _) = boot(
         &["--expect", HEALTH, "--timeout", "180"],
         &[("LOISTO_VM_ACCEL", "auto")],
@@ -88,6 +120,7 @@ fn default_image_builds_and_boots_to_the_health_line() {
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn a_flipped_byte_in_the_os_partition_stops_the_boot() {
+    let _one = exclusive();
     let b = built();
     let image = b.output.join("loisto_0.1.0.img");
     let bad = b.work.join("corrupt.img");
@@ -124,6 +157,7 @@ fn a_flipped_byte_in_the_os_partition_stops_the_boot() {
 #[test]
 #[ignore = "builds a real image (minutes)"]
 fn the_build_records_split_artifacts_checksums_and_verity_layout() {
+    let _one = exclusive();
     let b = built();
     let o = &b.output;
     for name in ["img", "efi", "root.squashfs", "root.verity", "roothash"] {
@@ -139,7 +173,7 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
         .output()
         .unwrap();
     assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
-    Run(project_cmd(&b.work, &["verify"]).output().unwrap()).ok();
+    b.run(&["verify"]).ok();
     let manifest = std::fs::read_to_string(o.join("manifest.json")).unwrap();
     for name in ["loisto_0.1.0.img", "loisto_0.1.0.efi", "SHA256SUMS"] {
         assert!(
@@ -230,4 +264,270 @@ fn flip_byte(path: &Path, offset: u64) {
     f.read_exact(&mut b).unwrap();
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.write_all(&[b[0] ^ 0xff]).unwrap();
+}
+
+fn mounted_below(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let needle = format!(" {}", dir.display());
+    info.lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs a real built rootfs (minutes)"]
+fn chroot_runs_in_the_rootfs_passes_the_exit_code_and_leaves_nothing_mounted() {
+    let _one = exclusive();
+    let b = built();
+    let rootfs = b.project.join("build/rootfs");
+    let probe = "test -r /proc/self/status && test -d /sys/class && test -c /dev/null && test -d /dev/pts \
+                 && grep -q ' /run tmpfs ' /proc/mounts && grep -q '^ID=debian' /usr/lib/os-release; exit $((3 + $?))";
+    let r = b.run(&["chroot", "--", "sh", "-c", probe]);
+    assert_eq!(r.code(), 3, "{}", r.stderr());
+    assert_eq!(mounted_below(&rootfs), Vec::<String>::new());
+
+    // The host's resolv.conf is visible (read-only), unless --no-network.
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let inside = b.run(&["chroot", "--", "cat", "/etc/resolv.conf"]);
+    assert_eq!(inside.stdout(), host);
+    assert_ne!(
+        b.run(&["chroot", "--", "sh", "-c", "echo x >> /etc/resolv.conf"])
+            .code(),
+        0
+    );
+
+    let killed = b.run(&["chroot", "--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(killed.code(), 137);
+    assert_eq!(mounted_below(&rootfs), Vec::<String>::new());
+
+    b.run(&["chroot", "--rootfs", "/nonexistent/tree", "--", "true"])
+        .fails_with(2, "build one with");
+}
+
+#[test]
+#[ignore = "needs a real build (minutes)"]
+fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
+    let _one = exclusive();
+    let b = built();
+    b.run(&["keys"]).ok();
+    for k in ["ca.key", "rauc-release.key", "secureboot.key"] {
+        let mode = std::fs::metadata(b.project.join("keys").join(k))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600,
+            "{k}"
+        );
+    }
+    let before = std::fs::read(b.project.join("keys/ca.key")).unwrap();
+    b.run(&["keys"]).fails_with(2, "keys exist already");
+    assert_eq!(
+        std::fs::read(b.project.join("keys/ca.key")).unwrap(),
+        before,
+        "keys changed without --force"
+    );
+
+    // With keys in place the UKI phase signs, and the keyring goes into the image.
+    b.run(&["build", "--from", "20"]).ok();
+    let uki = b.output.join("loisto_0.1.0.efi");
+    let sbverify = Command::new("sbverify")
+        .arg("--cert")
+        .arg(b.project.join("keys/secureboot.crt"))
+        .arg(&uki)
+        .output()
+        .unwrap();
+    assert!(
+        sbverify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sbverify.stderr)
+    );
+    assert!(b.project.join("build/rootfs/etc/rauc/keyring.pem").is_file());
+
+    let r = b.run(&["bundle"]);
+    r.ok();
+    let bundle = b.output.join("loisto_0.1.0.raucb");
+    let keyring = b.project.join("rauc/keyring.pem");
+    let info = |bundle: &Path, keyring: &Path| {
+        Command::new("rauc")
+            .arg("info")
+            .arg(format!("--keyring={}", keyring.display()))
+            .arg(bundle)
+            .output()
+            .unwrap()
+    };
+    let good = info(&bundle, &keyring);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        text.contains("Compatible:     'loisto-console'") || text.contains("'loisto-console'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("'0.1.0'") && text.contains("block-hash-index"),
+        "{text}"
+    );
+
+    let flipped = b.work.join("flipped.raucb");
+    std::fs::copy(&bundle, &flipped).unwrap();
+    flip_byte(&flipped, std::fs::metadata(&flipped).unwrap().len() / 2);
+    assert!(
+        !info(&flipped, &keyring).status.success(),
+        "a bundle with a flipped byte verified"
+    );
+
+    // Another CA's keyring must refuse it.
+    let other = tempfile::tempdir().unwrap();
+    let (k, c) = (other.path().join("k.pem"), other.path().join("c.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert!(
+        !info(&bundle, &c).status.success(),
+        "a bundle verified against a foreign keyring"
+    );
+
+    // No private key material in the rootfs, the artifacts, the bundle or any log.
+    for key in ["ca.key", "rauc-release.key", "secureboot.key"] {
+        let pem = std::fs::read_to_string(b.project.join("keys").join(key)).unwrap();
+        let line = pem
+            .lines()
+            .find(|l| !l.starts_with("-----") && l.len() > 20)
+            .unwrap();
+        let grep = Command::new("grep")
+            .args(["-r", "-l", "-F", "-a", "--", line])
+            .arg(b.project.join("build/rootfs"))
+            .arg(&b.output)
+            .output()
+            .unwrap();
+        assert!(
+            grep.stdout.is_empty(),
+            "{key} material found in: {}",
+            String::from_utf8_lossy(&grep.stdout)
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a real built rootfs (minutes)"]
+fn sysext_images_merge_onto_the_rootfs_and_a_wrong_id_is_refused() {
+    let _one = exclusive();
+    let b = built();
+    std::fs::write(
+        b.project.join("sysext/wrongid.conf"),
+        "SYSEXT_VERSION=1\nID=fedora\nVERSION_ID=40\nFILES=sysext/emulators\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b.project.join("sysext/bogus.conf"),
+        "SYSEXT_VERSION=1\nPACKAGES=(no-such-package-loisto)\n",
+    )
+    .unwrap();
+    b.run(&["sysext", "emulators", "gpu-mesa", "wrongid"]).ok();
+    for name in ["emulators", "gpu-mesa", "wrongid"] {
+        assert!(
+            b.output.join(format!("sysext/{name}.raw")).is_file(),
+            "{name}.raw"
+        );
+    }
+    let bogus = b.run(&["sysext", "bogus"]);
+    bogus.fails_with(1, "sysext bogus failed");
+    assert!(
+        bogus
+            .stderr()
+            .contains("package 'no-such-package-loisto' is not in the base image's apt sources")
+    );
+    assert!(!b.output.join("sysext/bogus.raw").exists());
+
+    let rootfs = b.project.join("build/rootfs");
+    let merge = |names: &[&str], check: &str| -> Run {
+        let copies: Vec<String> = names
+            .iter()
+            .map(|n| format!("cp {}/sysext/{n}.raw \"$R/run/extensions/\"", b.output.display()))
+            .collect();
+        // systemd-sysext mounts from a namespace of its own: the rootfs must be a shared mount
+        // (a new peer group, private to this namespace) for the result to show up here.
+        let script = format!(
+            "set -e; R={root}; mount --bind /run /run; mount --bind \"$R\" \"$R\"; mount --make-rshared \"$R\"; \
+             mount -t tmpfs tmpfs \"$R/run\"; mkdir \"$R/run/extensions\"; {copies}; \
+             systemd-sysext merge --root=\"$R\" 2>&1; {check}",
+            root = rootfs.display(),
+            copies = copies.join("; ")
+        );
+        Run(Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+            .output()
+            .unwrap())
+    };
+    let ok = merge(
+        &["emulators", "gpu-mesa"],
+        "chroot \"$R\" /usr/bin/loisto-emulators; ls \"$R\"/usr/lib/x86_64-linux-gnu/libdrm_amdgpu.so.1",
+    );
+    ok.ok();
+    assert!(ok.stdout().contains("loisto emulator pack 1"), "{}", ok.stdout());
+    let refused = merge(&["wrongid"], "test ! -e \"$R/usr/bin/loisto-emulators\"");
+    refused.ok();
+    assert!(
+        !refused.stdout().contains("Merged extensions"),
+        "{}",
+        refused.stdout()
+    );
+    assert!(!rootfs.join("usr/bin/loisto-emulators").exists());
+    assert_eq!(mounted_below(&rootfs), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "builds and boots a real image (minutes)"]
+fn an_exported_rootfs_rebuilds_with_bootstrap_rootfs_and_boots() {
+    let _one = exclusive();
+    let b = built();
+    let tar = b.work.join("exported-rootfs.tar");
+    let st = Command::new("tar")
+        .args(["--create", "--xattrs", "--acls", "--numeric-owner", "--file"])
+        .arg(&tar)
+        .arg("--directory")
+        .arg(b.project.join("build/rootfs"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let project = b.work.join("from-rootfs");
+    if project.exists() {
+        std::fs::remove_dir_all(&project).unwrap();
+    }
+    common::copy_repo_project(&project);
+    let other = Built {
+        project: project.clone(),
+        work: b.work.clone(),
+        output: project.join("output"),
+    };
+    let tar_set = format!("ROOTFS_TAR={}", tar.display());
+    let r = other.run(&["--set", "BOOTSTRAP=rootfs", "--set", &tar_set, "build"]);
+    r.ok();
+    let log = std::fs::read_to_string(other.output.join("logs/00-bootstrap.log")).unwrap();
+    assert!(
+        log.contains("imported a debian tree") && !log.contains("mmdebstrap"),
+        "{log}"
+    );
+
+    let mut vm = other.cmd(&["vm", "--headless", "--expect", HEALTH, "--timeout", "180"]);
+    vm.env("LOISTO_VM_ACCEL", "tcg");
+    Run(vm.output().unwrap()).ok();
 }

@@ -113,3 +113,27 @@ pub fn pid_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Copies the repository's image project (config, phases, overlay, ...) into `dest`.
+pub fn copy_repo_project(dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for item in [
+        "image.conf",
+        "pacman.conf",
+        "phases",
+        "overlay",
+        "repart.d",
+        "rauc",
+        "sysext",
+    ] {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(repo.join(item))
+            .arg(dest)
+            .status()
+            .unwrap();
+        assert!(st.success(), "copying {item}");
+    }
+    let _ = std::fs::remove_file(dest.join("rauc/keyring.pem"));
+}

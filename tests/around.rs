@@ -1,0 +1,136 @@
+//! Fast checks of chroot, keys, bundle and sysext: bad input is refused clearly and writes
+//! nothing; rauc/system.conf agrees with repart.d/. (The real runs are in tests/image.rs.)
+
+mod common;
+
+use common::TestProject;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// A project whose one phase fakes the artifacts `bundle` reads.
+fn fake_build(conf_extra: &str) -> TestProject {
+    let p = TestProject::new();
+    p.file(
+        "image.conf",
+        &format!("IMAGE_ID=t\nIMAGE_VERSION=1\nSOURCE_DATE_EPOCH=1\n{conf_extra}"),
+    );
+    p.phase(
+        "10-fake",
+        "for s in root.squashfs root.verity efi; do head -c 8192 /dev/urandom > \"$OUTPUT/t_1.$s\"; done",
+    );
+    p.run(&["build"]).ok();
+    p
+}
+
+fn nothing_written(p: &TestProject) {
+    let names: Vec<String> = std::fs::read_dir(p.output())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("raucb"))
+        .collect();
+    assert!(names.is_empty(), "bundle files were written: {names:?}");
+}
+
+#[test]
+fn bundle_refuses_no_build_missing_compatible_and_missing_keys() {
+    let p = TestProject::new();
+    p.file("image.conf", "IMAGE_ID=t\nIMAGE_VERSION=1\nCOMPATIBLE=t-dev\n");
+    p.run(&["bundle"]).fails_with(2, "no build in");
+
+    let p = fake_build("");
+    p.run(&["bundle"])
+        .fails_with(2, "image.conf: COMPATIBLE is not set");
+    nothing_written(&p);
+
+    let p = fake_build("COMPATIBLE=t-dev\n");
+    p.run(&["bundle"]).fails_with(2, "run `loisto-image keys`");
+    nothing_written(&p);
+}
+
+#[test]
+fn keys_are_private_and_never_overwritten_without_force() {
+    let p = TestProject::new();
+    p.run(&["keys"]).ok();
+    let mode = |f: &str| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p.path().join(f)).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode("keys/rauc-release.key"), 0o600);
+    assert_eq!(mode("keys/secureboot.key"), 0o600);
+    assert_eq!(p.read("rauc/keyring.pem"), p.read("keys/ca.crt"));
+    let before = p.read("keys/rauc-release.key");
+    p.run(&["keys"]).fails_with(2, "Pass --force");
+    assert_eq!(p.read("keys/rauc-release.key"), before);
+    p.run(&["keys", "--force"]).ok();
+    assert_ne!(p.read("keys/rauc-release.key"), before);
+    assert!(
+        !std::fs::read_dir(p.path().join("keys")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".new"))
+    );
+}
+
+#[test]
+fn chroot_and_sysext_need_a_built_rootfs() {
+    let p = TestProject::new();
+    p.run(&["chroot", "--", "true"])
+        .fails_with(2, "build one with `loisto-image build`");
+    p.file("sysext/x.conf", "SYSEXT_VERSION=1\nPACKAGES=(hello)\n");
+    p.run(&["sysext"]).fails_with(2, "no built rootfs");
+    p.file(
+        "sysext/y.conf",
+        "SYSEXT_VERSION=1\nPACKAGES=(hello)\nSURPRISE=1\n",
+    );
+    p.run(&["sysext", "y"])
+        .fails_with(2, "y.conf:3: unknown key SURPRISE");
+    p.run(&["sysext", "nope"])
+        .fails_with(2, "no sysext named \"nope\"");
+}
+
+/// `device=/dev/disk/by-partlabel/X` of every slot in rauc/system.conf.
+fn rauc_slot_labels(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("device=/dev/disk/by-partlabel/"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `Label=` of every definition in a repart.d directory.
+fn repart_labels(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .filter_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("Label=").map(str::to_string))
+        })
+        .collect()
+}
+
+#[test]
+fn rauc_slots_match_the_partition_labels_in_repart_d() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let slots = rauc_slot_labels(&std::fs::read_to_string(repo.join("rauc/system.conf")).unwrap());
+    let build = repart_labels(&repo.join("repart.d/build"));
+    let device = repart_labels(&repo.join("repart.d/device"));
+    assert_eq!(
+        build, device,
+        "repart.d/build and repart.d/device define different partitions"
+    );
+    let missing: Vec<_> = slots.difference(&build).collect();
+    assert!(
+        missing.is_empty(),
+        "rauc/system.conf names partitions repart.d does not create: {missing:?}"
+    );
+    let unslotted: Vec<_> = build.difference(&slots).filter(|l| *l != "var").collect();
+    assert!(
+        unslotted.is_empty(),
+        "partitions no RAUC slot updates: {unslotted:?}"
+    );
+    assert_eq!(slots.len(), 6);
+}
