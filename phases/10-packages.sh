@@ -2,6 +2,7 @@
 # Installs the extra PACKAGES on top of the base system, inside the rootfs.
 # Tools: arch-chroot unshare
 # Inputs: PACKAGES PACMAN_CONF pacman.conf
+# Cache: snapshot
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

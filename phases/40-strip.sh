@@ -27,9 +27,9 @@ if [ "${#FIRMWARE_KEEP[@]}" -gt 0 ] && [ -d "$fw" ]; then
     rm -rf "$keep"
 fi
 
-# The UKI carries the initrd. The kernel stays in /boot, so an exported rootfs can be
-# rebuilt (BOOTSTRAP=rootfs) with its own kernel.
-rm -f "${ROOTFS:?}"/boot/initrd* "$ROOTFS"/boot/loisto-initrd.img
+# Debian's own initramfs hook output is unused: the UKI carries ours. The kernel stays in
+# /boot, so an exported rootfs can be rebuilt (BOOTSTRAP=rootfs) with its own kernel.
+rm -f "${ROOTFS:?}"/boot/initrd.img-*
 # /var is a fresh tmpfs or partition on the device; keep only its skeleton.
 mkdir -p "$ROOTFS/var/log"
 echo "rootfs: ${before} MiB -> $(du -sm "$ROOTFS" | cut -f1) MiB"

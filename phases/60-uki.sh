@@ -18,8 +18,8 @@ uki=$(artifact .efi)
 rm -f "$uki" "$uki.unsigned"
 # Debian's ukify needs python3-pefile, which only the system python has.
 /usr/bin/python3 "$ukify" build \
-    --linux="$BUILD_DIR/boot/vmlinuz" \
-    --initrd="$BUILD_DIR/boot/initrd.img" \
+    --linux="$(rootfs_kernel)" \
+    --initrd="$ROOTFS/boot/loisto-initrd.img" \
     --os-release="@$ROOTFS/usr/lib/os-release" \
     --uname="$(rootfs_kernel_version)" \
     --cmdline="$cmdline" \
@@ -34,4 +34,6 @@ else
     mv "$uki.unsigned" "$uki"
     echo "not signed: keys/secureboot.{key,crt} do not exist (run 'loisto-image keys')"
 fi
+# The ESP copy keeps this mtime: pin it for a reproducible disk.
+touch -d "@$SOURCE_DATE_EPOCH" "$uki"
 echo "cmdline: $cmdline"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/, then
 # writes SHA256SUMS for every artifact.
-# Tools: systemd-repart mkfs.vfat mcopy mkfs.ext4 sfdisk sha256sum
+# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk sha256sum faketime
 # Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE repart.d/build/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -14,7 +14,27 @@ ROOT_VERITY=$(artifact .root.verity)
 # systemd finds the verity partitions by these: the root hash's two halves.
 ROOT_UUID=$(hex_to_uuid "${roothash:0:32}")
 ROOT_VERITY_UUID=$(hex_to_uuid "${roothash:32:32}")
-export UKI ROOT_IMAGE ROOT_VERITY ROOT_UUID ROOT_VERITY_UUID
+frozen_clock=$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')
+
+# Slot A's boot partition: an ESP with the UKI where firmware looks by default. Made here
+# with mtools under a clock frozen at SOURCE_DATE_EPOCH, so its timestamps are fixed.
+BOOT_IMAGE="$BUILD_DIR/boot-a.vfat"
+rm -f "$BOOT_IMAGE"
+truncate -s "$BOOT_SIZE" "$BOOT_IMAGE"
+faketime "$frozen_clock" mkfs.vfat -F 32 -n BOOT-A -i "${roothash:0:8}" "$BOOT_IMAGE" > /dev/null
+faketime "$frozen_clock" mmd -i "$BOOT_IMAGE" ::EFI ::EFI/BOOT
+faketime "$frozen_clock" mcopy -i "$BOOT_IMAGE" "$UKI" ::EFI/BOOT/BOOTX64.EFI
+
+# /var starts empty. It is made here, not by repart, because mkfs picks a random hash seed
+# otherwise; UUID and seed from the image identity keep the disk byte-identical.
+VAR_IMAGE="$BUILD_DIR/var.ext4"
+var_uuid=$(hex_to_uuid "$(printf '%s %s var' "$IMAGE_ID" "$IMAGE_VERSION" | sha256sum | cut -c1-32)")
+rm -f "$VAR_IMAGE"
+faketime "$frozen_clock" \
+    mkfs.ext4 -q -L var -U "$var_uuid" -E "hash_seed=$var_uuid" "$VAR_IMAGE" "$VAR_SIZE"
+
+# fill_template reads the @FIELD@ values by name.
+export BOOT_IMAGE ROOT_IMAGE ROOT_VERITY ROOT_UUID ROOT_VERITY_UUID VAR_IMAGE
 
 defs="$BUILD_DIR/repart.d"
 rm -rf "$defs"
@@ -27,7 +47,9 @@ disk=$(artifact .img)
 rm -f "$disk" "$disk.tmp"
 # The seed fixes the disk and partition UUIDs that are not set explicitly.
 seed=$(printf '%s %s %s' "$IMAGE_ID" "$IMAGE_VERSION" "$roothash" | sha256sum | cut -c1-32)
-systemd-repart --offline=yes --empty=create --size=auto --dry-run=no \
+# mkfs.vfat stamps the current time into boot-b; the frozen clock keeps it fixed too.
+faketime "$frozen_clock" \
+    systemd-repart --offline=yes --empty=create --size=auto --dry-run=no \
     --seed="$(hex_to_uuid "$seed")" --definitions="$defs" "$disk.tmp"
 mv "$disk.tmp" "$disk"
 sfdisk --dump "$disk"

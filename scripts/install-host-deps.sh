@@ -12,7 +12,7 @@ set -euo pipefail
 DEBIAN_PKGS=(
   mmdebstrap squashfs-tools erofs-utils cryptsetup-bin zstd
   systemd systemd-boot-efi python3-pefile binutils
-  mtools dosfstools fdisk
+  mtools dosfstools fdisk faketime
   qemu-system-x86 ovmf
   rauc openssl sbsigntool
   pacman-package-manager makepkg arch-install-scripts fakeroot libarchive-tools
@@ -23,7 +23,7 @@ DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 mmdebstrap)
 
 ARCH_PKGS=(
   arch-install-scripts pacman squashfs-tools erofs-utils cryptsetup zstd systemd systemd-ukify
-  python-pefile mtools dosfstools qemu-system-x86 edk2-ovmf rauc openssl sbsigntools
+  python-pefile mtools dosfstools libfaketime qemu-system-x86 edk2-ovmf rauc openssl sbsigntools
   mmdebstrap shellcheck util-linux git python libarchive binutils
 )
 

@@ -93,6 +93,9 @@ pub enum Command {
     /// Build systemd-sysext images from sysext/NAME.conf against the last build's rootfs.
     #[command(after_help = "Examples:\n  loisto-image sysext\n  loisto-image sysext gpu-mesa -v")]
     Sysext(SysextArgs),
+    /// Remove build results (output, staging, build dir); --cache also the snapshots.
+    #[command(after_help = "Examples:\n  loisto-image clean\n  loisto-image clean --cache")]
+    Clean(CleanArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  loisto-image completions bash > /etc/bash_completion.d/loisto-image\n  \
@@ -127,12 +130,22 @@ pub struct BuildArgs {
     /// Run nothing; print the plan.
     #[arg(long)]
     pub dry_run: bool,
+    /// Neither restore nor store rootfs snapshots: run every selected phase.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Build twice into separate directories (the second without the cache) and compare
+    /// every artifact byte for byte.
+    #[arg(long)]
+    pub check_reproducible: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    /// For every phase: restored from a snapshot or run, and which input changed.
+    #[arg(long)]
+    pub explain: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -233,6 +246,13 @@ pub struct BundleArgs {
 pub struct SysextArgs {
     /// Extensions to build [default: every sysext/*.conf].
     pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Also remove the rootfs snapshots in CACHE_DIR.
+    #[arg(long)]
+    pub cache: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! loisto-image: a transparent runner for image projects (image.conf + phases/NN-name.sh).
 
+pub mod cache;
 pub mod cli;
 pub mod cmd;
 pub mod conf;
@@ -10,6 +11,8 @@ pub mod phase;
 pub mod phase_env;
 pub mod proc;
 pub mod project;
+pub mod rebuild;
+pub mod reproducible;
 pub mod runner;
 pub mod signals;
 pub mod staging;
@@ -36,6 +39,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Keys(a) => cmd::keys::run(g, a),
         Command::Bundle(a) => cmd::bundle::run(g, a),
         Command::Sysext(a) => cmd::sysext::run(g, a, style),
+        Command::Clean(a) => cmd::clean::run(g, a),
         Command::Vm(a) => cmd::vm::run(g, a),
         Command::Completions(a) => cmd::completions::run(a),
         Command::Man => cmd::man::run(),

@@ -27,6 +27,9 @@ pub struct PhaseRecord {
     pub id: String,
     pub duration_ms: u64,
     pub exit_code: i32,
+    /// The rootfs after this phase came from a cache snapshot; the phase did not run.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -27,6 +27,9 @@ pub struct Phase {
 pub struct Header {
     pub tools: Vec<Vec<String>>,
     pub inputs: Vec<String>,
+    /// `# Cache: snapshot`: the rootfs after this phase is kept and reused while the phase's
+    /// fingerprint (script, inputs, tools, earlier phases) stays the same.
+    pub snapshot: bool,
 }
 
 impl Header {
@@ -48,6 +51,8 @@ impl Header {
                 );
             } else if let Some(rest) = strip_key(comment, "inputs:") {
                 h.inputs.extend(rest.split_whitespace().map(str::to_string));
+            } else if let Some(rest) = strip_key(comment, "cache:") {
+                h.snapshot = rest.split_whitespace().any(|w| w == "snapshot");
             }
         }
         h
@@ -233,8 +238,9 @@ mod tests {
     fn header_lists_tools_with_alternatives_and_inputs() {
         let h = Header::parse(
             "#!/bin/bash\n# Seals the rootfs.\n# Tools: veritysetup mksquashfs|mkfs.erofs\n\
-             # inputs: ROOT_FORMAT overlay/\nset -e\n# Tools: not-in-header\n",
+             # inputs: ROOT_FORMAT overlay/\n# Cache: snapshot\nset -e\n# Tools: not-in-header\n",
         );
+        assert!(h.snapshot);
         assert_eq!(
             h.tools,
             vec![vec!["veritysetup"], vec!["mksquashfs", "mkfs.erofs"]]

@@ -163,19 +163,14 @@ pub fn secs(d: Duration) -> String {
 }
 
 /// The closing table: every phase that ran and how long it took.
-pub fn summary(style_: Style, rows: &[(String, Duration, i32)], total: Duration) {
+pub fn summary(style_: Style, rows: &[(String, Duration, String)], total: Duration) {
     if style_ == Style::Quiet {
         return;
     }
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5);
     eprintln!();
     eprintln!("{:<w$}  {:>9}  status", "phase", "time");
-    for (id, d, code) in rows {
-        let status = if *code == 0 {
-            "ok".to_string()
-        } else {
-            format!("exit {code}")
-        };
+    for (id, d, status) in rows {
         eprintln!("{id:<w$}  {:>9}  {status}", secs(*d));
     }
     eprintln!("{:<w$}  {:>9}", "total", secs(total));

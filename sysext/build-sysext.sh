@@ -8,6 +8,8 @@ set -euo pipefail
 # The sysext conf's keys (arrays included) and the runner's paths.
 # shellcheck source=/dev/null
 source "$LOISTO_ENV"
+# A conf without PACKAGES installs none.
+[ -n "${PACKAGES+set}" ] || PACKAGES=()
 
 work="$BUILD_DIR/sysext/$SYSEXT_NAME"
 if [ "${1:-}" != --install-in-overlay ]; then

@@ -531,3 +531,120 @@ fn an_exported_rootfs_rebuilds_with_bootstrap_rootfs_and_boots() {
     vm.env("LOISTO_VM_ACCEL", "tcg");
     Run(vm.output().unwrap()).ok();
 }
+
+/// The cache end to end: an overlay change restores the expensive phases and still equals a
+/// clean build byte for byte; a PACKAGES change reruns package install and initrd; a
+/// corrupted snapshot is detected and not used.
+#[test]
+#[ignore = "several real builds (minutes)"]
+fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
+    let _one = exclusive();
+    let b = built();
+    let extra = b.project.join("overlay/etc/loisto-note");
+    std::fs::write(&extra, format!("changed at {:?}\n", std::time::SystemTime::now())).unwrap();
+    let _cleanup = Cleanup(extra.clone());
+    // The default image is unsigned: Authenticode signatures carry their signing time, so a
+    // signed UKI (after the keys test) can never be byte-identical.
+    let keys = b.project.join("keys");
+    let _keys_back = keys.exists().then(|| {
+        std::fs::rename(&keys, b.project.join("keys.aside")).unwrap();
+        MoveBack(b.project.join("keys.aside"), keys.clone())
+    });
+
+    let plan = b.run(&["plan", "--explain"]);
+    let text = plan.ok().stdout();
+    for cached in [
+        "00-bootstrap: restored",
+        "10-packages: restored",
+        "15-initrd: restored",
+    ] {
+        assert!(text.contains(cached), "{text}");
+    }
+    assert!(text.contains("20-overlay: run (not cached"), "{text}");
+
+    // The cached rebuild, then a clean uncached one, compared artifact by artifact.
+    let r = b.run(&["build", "--check-reproducible"]);
+    r.ok();
+    let err = r.stderr();
+    assert!(
+        err.contains("restored [1/9] 00-bootstrap") && err.contains("restored [3/9] 15-initrd"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("==> [1/9] 00-bootstrap"),
+        "bootstrap ran again:\n{err}"
+    );
+    let log = std::fs::read_to_string(b.output.join("logs/15-initrd.log")).unwrap();
+    assert!(log.contains("restored from snapshot"), "{log}");
+    let report = r.stdout();
+    assert!(
+        report.contains("all ") && report.contains("artifacts are identical"),
+        "{report}"
+    );
+    assert!(
+        report.contains("loisto_0.1.0.img") && !report.contains("DIFFERS"),
+        "{report}"
+    );
+
+    // A PACKAGES change reruns package install and the initrd, not the bootstrap.
+    let plan = b
+        .run(&["--set", "PACKAGES=hello", "plan", "--explain"])
+        .ok()
+        .stdout();
+    assert!(plan.contains("00-bootstrap: restored"), "{plan}");
+    assert!(
+        plan.contains("10-packages: run (PACKAGES changed: +hello)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("15-initrd: run (an earlier phase changed)"),
+        "{plan}"
+    );
+    let r = b.run(&["--set", "PACKAGES=hello", "build"]);
+    r.ok();
+    let log = std::fs::read_to_string(b.output.join("logs/10-packages.log")).unwrap();
+    assert!(!log.contains("restored") && log.contains("hello"), "{log}");
+    assert!(b.project.join("build/rootfs/usr/bin/hello").is_file());
+
+    // A corrupted snapshot is reported, removed and not used: the phase runs instead.
+    let snapshots = b.project.join("cache/snapshots");
+    let initrd = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("15-initrd-"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let tarball = initrd.join("rootfs.tar.zst");
+    flip_byte(&tarball, std::fs::metadata(&tarball).unwrap().len() / 2);
+    let plan = b.run(&["--set", "PACKAGES=hello", "plan", "--explain"]);
+    assert!(plan.ok().stderr().contains("is corrupted"), "{}", plan.stderr());
+    let r = b.run(&["--set", "PACKAGES=hello", "build"]);
+    r.ok();
+    assert!(
+        r.stderr().contains("is corrupted") && r.stderr().contains("removed it, not used"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().contains("==> [3/9] 15-initrd"),
+        "the initrd was not rebuilt:\n{}",
+        r.stderr()
+    );
+    assert!(!r.stderr().contains("==> [1/9] 00-bootstrap"));
+}
+
+struct Cleanup(PathBuf);
+
+struct MoveBack(PathBuf, PathBuf);
+
+impl Drop for MoveBack {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.0, &self.1);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

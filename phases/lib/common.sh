@@ -36,6 +36,17 @@ in_rootfs() {
     unshare --mount --propagation private arch-chroot "$ROOTFS" "$@"
 }
 
+# The kernel image in $ROOTFS: Arch keeps it next to its modules, Debian in /boot.
+rootfs_kernel() {
+    local kver k
+    kver=$(rootfs_kernel_version)
+    for k in "$ROOTFS/usr/lib/modules/$kver/vmlinuz" "$ROOTFS/boot/vmlinuz-$kver"; do
+        if [ -f "$k" ]; then echo "$k"; return 0; fi
+    done
+    echo "no kernel image found for $kver in $ROOTFS" >&2
+    return 1
+}
+
 # Artifact names all start with this.
 artifact() {
     echo "$OUTPUT/${IMAGE_ID}_${IMAGE_VERSION}$1"

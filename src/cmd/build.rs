@@ -1,11 +1,13 @@
 //! `loisto-image build`: run the selected phases, then record and promote what they made.
 
+use crate::cache::{self, Cache};
 use crate::cli::{BuildArgs, Global};
 use crate::cmd::plan;
 use crate::error::Interrupted;
 use crate::manifest::{self, Manifest, PhaseRecord};
 use crate::phase;
 use crate::project::Project;
+use crate::rebuild;
 use crate::runner::{self, Step};
 use crate::ui::{self, Style};
 use crate::{lock::Lock, phase_env, signals, staging, tools};
@@ -41,7 +43,51 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
 
     let started = Instant::now();
     let mut records = Vec::new();
-    for (i, ph) in phases.iter().enumerate() {
+    // The cache serves whole builds only: a hand-picked selection means "run exactly these".
+    let cache = (selection.is_all() && !args.no_cache).then(|| Cache::new(&project));
+    let mut first = 0;
+    let mut used: Vec<std::path::PathBuf> = Vec::new();
+    let mut fps = Vec::new();
+    if let Some(cache) = &cache {
+        let d = rebuild::decide(cache, &phases, cache::fingerprints(&project, &phases)?, true);
+        for note in &d.notes {
+            eprintln!("warning: {note}");
+        }
+        if let Some((k, entry)) = &d.restore {
+            cache.restore(entry, &project.rootfs)?;
+            used.push(entry.dir.clone());
+            for (i, ph) in phases[..=*k].iter().enumerate() {
+                let log = staging.join("logs").join(format!("{}.log", ph.id));
+                std::fs::write(
+                    &log,
+                    format!(
+                        "# loisto-image phase {}\n# restored from snapshot {} (fingerprint {}); not run\n",
+                        ph.id,
+                        entry.dir.display(),
+                        d.fingerprints[i].digest
+                    ),
+                )?;
+                if style != Style::Quiet {
+                    eprintln!(
+                        "restored [{}/{}] {} (snapshot {})",
+                        i + 1,
+                        phases.len(),
+                        ph.id,
+                        &d.fingerprints[*k].digest[..16]
+                    );
+                }
+                records.push(PhaseRecord {
+                    id: ph.id.clone(),
+                    duration_ms: 0,
+                    exit_code: 0,
+                    restored: true,
+                });
+            }
+            first = k + 1;
+        }
+        fps = d.fingerprints;
+    }
+    for (i, ph) in phases.iter().enumerate().skip(first) {
         if signals::interrupted() {
             return Err(Interrupted.into());
         }
@@ -59,6 +105,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
             id: ph.id.clone(),
             duration_ms: exit.duration.as_millis() as u64,
             exit_code: exit.code,
+            restored: false,
         });
         if exit.interrupted {
             eprintln!(
@@ -81,6 +128,35 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
                 project.output.display()
             ));
         }
+
+        // Kept at once, so a later failure still leaves this phase's work reusable.
+        if let Some(cache) = cache.as_ref().filter(|_| ph.header.snapshot) {
+            let t = Instant::now();
+            let e = cache.store(&ph.id, &fps[i], &project.rootfs)?;
+            if style != Style::Quiet {
+                eprintln!(
+                    "    snapshot after {} kept ({} MiB, {})",
+                    ph.id,
+                    e.meta.size >> 20,
+                    ui::secs(t.elapsed())
+                );
+            }
+            used.push(e.dir);
+        }
+    }
+    if let Some(cache) = &cache {
+        let limit = cache_limit(&project)?;
+        for gone in cache.prune(limit, &used) {
+            eprintln!("cache: pruned {gone} (over the {} MiB limit)", limit >> 20);
+        }
+        if style != Style::Quiet {
+            eprintln!(
+                "cache: {} snapshots, {} MiB (limit {} MiB)",
+                cache.entries().len(),
+                cache.size() >> 20,
+                limit >> 20
+            );
+        }
     }
 
     let m = Manifest {
@@ -99,10 +175,17 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     };
     manifest::write(&staging, &m)?;
     staging::promote(&staging, &project.output)?;
-    let rows: Vec<(String, Duration, i32)> = m
+    let rows: Vec<(String, Duration, String)> = m
         .phases
         .iter()
-        .map(|p| (p.id.clone(), Duration::from_millis(p.duration_ms), p.exit_code))
+        .map(|p| {
+            let status = if p.restored {
+                "restored".to_string()
+            } else {
+                "ok".to_string()
+            };
+            (p.id.clone(), Duration::from_millis(p.duration_ms), status)
+        })
         .collect();
     ui::summary(style, &rows, started.elapsed());
     if style != Style::Quiet {
@@ -112,5 +195,18 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
             m.artifacts.len()
         );
     }
+    if args.check_reproducible {
+        drop(_lock);
+        return crate::reproducible::check(&project, &m, style == Style::Quiet);
+    }
     Ok(())
+}
+
+/// `CACHE_MAX_SIZE` in image.conf (e.g. 8G), default 8 GiB.
+fn cache_limit(project: &Project) -> Result<u64> {
+    match project.config.scalar("CACHE_MAX_SIZE") {
+        Some(v) => crate::cmd::vm::parse_size(v)
+            .with_context(|| format!("{}: CACHE_MAX_SIZE", project.config.path.display())),
+        None => Ok(8 << 30),
+    }
 }

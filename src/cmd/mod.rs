@@ -3,6 +3,7 @@
 pub mod build;
 pub mod bundle;
 pub mod chroot;
+pub mod clean;
 pub mod completions;
 pub mod config;
 pub mod doctor;

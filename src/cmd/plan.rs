@@ -1,9 +1,11 @@
 //! `loisto-image plan`: the phases that would run, in order, and the environment they get.
 
+use crate::cache::{self, Cache};
 use crate::cli::{Global, PlanArgs, SelectArgs};
 use crate::phase::{self, Phase, Selection};
 use crate::phase_env;
 use crate::project::Project;
+use crate::rebuild;
 use anyhow::Result;
 
 impl SelectArgs {
@@ -19,11 +21,45 @@ impl SelectArgs {
 
 pub fn run(g: &Global, args: &PlanArgs) -> Result<()> {
     let project = Project::open(g)?;
-    let phases = args
-        .select
-        .to_selection()
-        .apply(&phase::discover(&project.phases_dir())?)?;
+    let selection = args.select.to_selection();
+    let phases = selection.apply(&phase::discover(&project.phases_dir())?)?;
+    if args.explain {
+        return explain(&project, &phases, selection.is_all(), args.json);
+    }
     print(&project, &phases, args.json)
+}
+
+/// Restored or run, and why, for every phase of the next build.
+fn explain(project: &Project, phases: &[Phase], whole_build: bool, json: bool) -> Result<()> {
+    let cache = Cache::new(project);
+    let rows = if whole_build {
+        let d = rebuild::decide(&cache, phases, cache::fingerprints(project, phases)?, false);
+        for note in &d.notes {
+            eprintln!("warning: {note}");
+        }
+        rebuild::explain_plan(&cache, phases, &d)
+    } else {
+        let why = vec!["a phase selection runs every selected phase (no cache)".to_string()];
+        phases
+            .iter()
+            .map(|p| (p.id.clone(), "run", why.clone()))
+            .collect()
+    };
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(id, action, why)| serde_json::json!({"phase": id, "action": action, "reasons": why}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "phases": v }))?
+        );
+        return Ok(());
+    }
+    for (id, action, why) in rows {
+        println!("{id}: {action} ({})", why.join("; "));
+    }
+    Ok(())
 }
 
 pub fn print(project: &Project, phases: &[Phase], json: bool) -> Result<()> {

@@ -1,0 +1,61 @@
+//! `loisto-image clean`: remove what builds leave behind, and with --cache the snapshots.
+
+use crate::cache::Cache;
+use crate::cli::{CleanArgs, Global};
+use crate::lock::Lock;
+use crate::project::Project;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+pub fn run(g: &Global, args: &CleanArgs) -> Result<()> {
+    let project = Project::open(g)?;
+    // A running build holds the lock; cleaning under it would pull its tree away.
+    let _lock = Lock::acquire(&project.lock_path(), &project.output)?;
+    let mut targets = vec![
+        project.staging(),
+        project.output.clone(),
+        project.build_dir.clone(),
+    ];
+    if !project.rootfs.starts_with(&project.build_dir) {
+        targets.push(project.rootfs.clone());
+    }
+    if args.cache {
+        targets.push(project.cache_dir.clone());
+    }
+    for t in &targets {
+        remove(t, g.quiet)?;
+    }
+    if !args.cache && !g.quiet {
+        let cache = Cache::new(&project);
+        println!(
+            "kept the cache: {} snapshots, {} MiB in {} (clean --cache removes it)",
+            cache.entries().len(),
+            cache.size() >> 20,
+            cache.dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn remove(p: &Path, quiet: bool) -> Result<()> {
+    if !p.exists() {
+        return Ok(());
+    }
+    let size = du(p);
+    std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+    if !quiet {
+        println!("removed {} ({} MiB)", p.display(), size >> 20);
+    }
+    Ok(())
+}
+
+/// Bytes used by the regular files under `p`.
+pub fn du(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
