@@ -4,7 +4,7 @@
 # (ROOTFS_TAR or ROOTFS_DIR) with ownership, modes, xattrs and device nodes kept.
 # Tools: mmdebstrap|pacstrap|bsdtar
 # Cache: snapshot
-# Inputs: BOOTSTRAP ROOTFS_TAR ROOTFS_DIR DISTRO DEBIAN_SUITE DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
+# Inputs: BOOTSTRAP ROOTFS_TAR $ROOTFS_TAR ROOTFS_DIR DISTRO DEBIAN_SUITE DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/, then
 # writes SHA256SUMS for every artifact.
-# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk sha256sum faketime
+# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk openssl faketime
 # Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE repart.d/build/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -55,5 +55,7 @@ mv "$disk.tmp" "$disk"
 sfdisk --dump "$disk"
 
 cd "$OUTPUT"
-sha256sum -- "${IMAGE_ID}_${IMAGE_VERSION}".* > SHA256SUMS
+# openssl uses the CPU's SHA instructions (several times faster than sha256sum here); the
+# output is sha256sum's format, so `sha256sum -c SHA256SUMS` checks it.
+openssl dgst -sha256 -r -- "${IMAGE_ID}_${IMAGE_VERSION}".* > SHA256SUMS
 cat SHA256SUMS

@@ -29,6 +29,10 @@ pub fn fingerprints(project: &Project, phases: &[Phase]) -> Result<Vec<Fingerpri
         let mut parts = BTreeMap::new();
         parts.insert("script".to_string(), hash_file(&ph.path)?.1);
         parts.insert("file:phases/lib".to_string(), lib.clone());
+        parts.insert(
+            "tool:loisto-image".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        );
         if let Some(prev) = out.last() {
             parts.insert("after".to_string(), prev.digest.clone());
         }

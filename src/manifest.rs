@@ -16,6 +16,9 @@ pub struct Manifest {
     pub image_id: String,
     pub image_version: String,
     pub config_digest: String,
+    /// The last phase's cache fingerprint: equal on the next build means nothing changed.
+    #[serde(default)]
+    pub fingerprint: String,
     pub source_date_epoch: u64,
     pub built_at: u64,
     pub phases: Vec<PhaseRecord>,

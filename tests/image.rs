@@ -369,13 +369,33 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
         "{text}"
     );
 
+    // One flipped byte: in the signature, `rauc info` refuses the bundle; in the payload,
+    // dm-verity refuses it as soon as it is read (`rauc extract`, as `rauc install` would).
+    let len = std::fs::metadata(&bundle).unwrap().len();
     let flipped = b.work.join("flipped.raucb");
     std::fs::copy(&bundle, &flipped).unwrap();
-    flip_byte(&flipped, std::fs::metadata(&flipped).unwrap().len() / 2);
+    flip_byte(&flipped, len - 200);
     assert!(
         !info(&flipped, &keyring).status.success(),
-        "a bundle with a flipped byte verified"
+        "a bundle with a flipped signature byte verified"
     );
+    std::fs::copy(&bundle, &flipped).unwrap();
+    flip_byte(&flipped, len / 2);
+    let extract_to = b.work.join("extracted");
+    let _ = std::fs::remove_dir_all(&extract_to);
+    let extract = Command::new("rauc")
+        .arg("extract")
+        .arg(format!("--keyring={}", keyring.display()))
+        .arg(&flipped)
+        .arg(&extract_to)
+        .output()
+        .unwrap();
+    assert!(
+        !extract.status.success(),
+        "a bundle with a flipped payload byte was extracted"
+    );
+    let why = String::from_utf8_lossy(&extract.stderr);
+    assert!(why.contains("corrupted"), "{why}");
 
     // Another CA's keyring must refuse it.
     let other = tempfile::tempdir().unwrap();
@@ -614,6 +634,7 @@ fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("15-initrd-"))
         .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
         .unwrap();
+    std::fs::write(&extra, "changed again\n").unwrap();
     let tarball = initrd.join("rootfs.tar.zst");
     flip_byte(&tarball, std::fs::metadata(&tarball).unwrap().len() / 2);
     let plan = b.run(&["--set", "PACKAGES=hello", "plan", "--explain"]);
@@ -631,6 +652,11 @@ fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
         r.stderr()
     );
     assert!(!r.stderr().contains("==> [1/9] 00-bootstrap"));
+
+    // Nothing changed since: the build says so and runs nothing.
+    let r = b.run(&["--set", "PACKAGES=hello", "build"]);
+    assert!(r.ok().stderr().contains("up to date"), "{}", r.stderr());
+    assert!(!r.stderr().contains("==>"), "{}", r.stderr());
 }
 
 struct Cleanup(PathBuf);

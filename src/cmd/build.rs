@@ -53,6 +53,16 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         for note in &d.notes {
             eprintln!("warning: {note}");
         }
+        if !args.check_reproducible && up_to_date(&project, d.fingerprints.last()) {
+            let _ = std::fs::remove_dir_all(&staging);
+            if style != Style::Quiet {
+                eprintln!(
+                    "up to date: nothing the phases read changed since the build in {} (`build --no-cache` forces one)",
+                    project.output.display()
+                );
+            }
+            return Ok(());
+        }
         if let Some((k, entry)) = &d.restore {
             cache.restore(entry, &project.rootfs)?;
             used.push(entry.dir.clone());
@@ -165,6 +175,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         image_id: project.config.image_id.clone(),
         image_version: project.config.image_version.clone(),
         config_digest: project.config.digest(),
+        fingerprint: fps.last().map(|f| f.digest.clone()).unwrap_or_default(),
         source_date_epoch: sde,
         built_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -200,6 +211,14 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         return crate::reproducible::check(&project, &m, style == Style::Quiet);
     }
     Ok(())
+}
+
+/// The last build recorded this final fingerprint and its artifacts are intact.
+fn up_to_date(project: &Project, last: Option<&cache::Fingerprint>) -> bool {
+    let (Some(fp), Ok(m)) = (last, manifest::read(&project.output)) else {
+        return false;
+    };
+    m.fingerprint == fp.digest && manifest::check(&project.output, &m).is_ok_and(|p| p.is_empty())
 }
 
 /// `CACHE_MAX_SIZE` in image.conf (e.g. 8G), default 8 GiB.

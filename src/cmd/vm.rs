@@ -60,13 +60,7 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     cmd.args(["-accel", accel.name(), "-machine", "q35"])
         .args(["-cpu", if accel == accel::Accel::Kvm { "host" } else { "max" }])
         .args(["-smp", &args.cpus.to_string(), "-m", &args.memory])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={}",
-            fw.code.display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+        .args(fw.qemu_args(&vars))
         .arg("-drive")
         .arg(format!("if=virtio,format={format},file={}", disk.display()))
         .args(["-nic", "user,model=virtio-net-pci"]);

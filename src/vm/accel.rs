@@ -67,13 +67,7 @@ fn probe_kvm(qemu: &str, fw: &Firmware) -> Result<(), String> {
         "none",
     ])
     .args(["-no-reboot", "-serial", "stdio", "-monitor", "none"])
-    .arg("-drive")
-    .arg(format!(
-        "if=pflash,format=raw,unit=0,readonly=on,file={}",
-        fw.code.display()
-    ))
-    .arg("-drive")
-    .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+    .args(fw.qemu_args(&vars))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());

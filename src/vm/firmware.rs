@@ -43,6 +43,21 @@ pub struct Firmware {
     pub vars: PathBuf,
 }
 
+impl Firmware {
+    /// QEMU's two flash drives: the read-only code and a writable copy of the variables.
+    pub fn qemu_args(&self, vars_copy: &Path) -> Vec<String> {
+        vec![
+            "-drive".into(),
+            format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                self.code.display()
+            ),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", vars_copy.display()),
+        ]
+    }
+}
+
 /// `explicit` (from --firmware) wins; its vars file is looked for beside it.
 pub fn find(explicit: Option<&Path>) -> Result<Firmware> {
     if let Some(code) = explicit {

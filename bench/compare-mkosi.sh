@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The edit-build-boot loop, measured: loisto-image against mkosi 24 (bookworm-backports)
+# building the same Debian image (same packages, squashfs root with dm-verity, UKI, GPT via
+# systemd-repart). For each tool: a clean build, a rebuild after one overlay file changes,
+# and a rebuild with nothing changed; medians of RUNS runs, then output sizes. As a floor,
+# the time to compress and hash loisto's tree alone (mksquashfs + veritysetup).
+#
+#   bench/compare-mkosi.sh              # RUNS=3, CLEAN_RUNS=1
+#   TOOLS=loisto bench/compare-mkosi.sh # skip mkosi
+#
+# Needs root and the host tools (scripts/install-host-deps.sh); installs mkosi from
+# bookworm-backports if missing. Work happens in $BENCH_DIR (default /var/tmp/loisto-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+CLEAN_RUNS=${CLEAN_RUNS:-1}
+TOOLS=${TOOLS:-"loisto mkosi"}
+ZSTD_LEVEL=${ZSTD_LEVEL:-15}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/loisto-bench}
+repo=$PWD
+
+cargo build --release -q
+bin=$repo/target/release/loisto-image
+rm -rf "$BENCH_DIR"
+mkdir -p "$BENCH_DIR"
+results="$BENCH_DIR/results.tsv"
+: > "$results"
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# record TOOL CASE SECONDS
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$results"; }
+# timed TOOL CASE COMMAND...: runs it, records the wall time
+timed() {
+    local tool=$1 case=$2 t0 t1
+    shift 2
+    t0=$(now)
+    "$@" > "$BENCH_DIR/last.log" 2>&1 || { echo "$tool $case failed:"; tail -30 "$BENCH_DIR/last.log"; exit 1; }
+    t1=$(now)
+    record "$tool" "$case" "$(echo "$t1 - $t0" | bc -l)"
+}
+
+# --- loisto-image -----------------------------------------------------------------------
+bench_loisto() {
+    local p="$BENCH_DIR/loisto"
+    mkdir -p "$p"
+    cp -a image.conf pacman.conf phases overlay repart.d rauc sysext "$p/"
+    rm -f "$p/rauc/keyring.pem"
+    local l=(-C "$p" -q --set "ROOT_ZSTD_LEVEL=$ZSTD_LEVEL")
+    for _ in $(seq "$CLEAN_RUNS"); do
+        rm -rf "$p/output" "$p/build" "$p/cache"
+        timed loisto clean "$bin" "${l[@]}" build
+    done
+    for i in $(seq "$RUNS"); do
+        echo "bench run $i" > "$p/overlay/etc/bench-note"
+        timed loisto overlay-change "$bin" "${l[@]}" build
+    done
+    for _ in $(seq "$RUNS"); do
+        timed loisto no-change "$bin" "${l[@]}" build
+    done
+    # The floor: compress and hash the same tree, nothing else.
+    for _ in $(seq "$RUNS"); do
+        timed loisto compress+hash-only bash -c "
+            mksquashfs '$p/build/rootfs' '$BENCH_DIR/floor.sqfs' -noappend -comp zstd -Xcompression-level $ZSTD_LEVEL \
+                -quiet -e boot/loisto-initrd.img &&
+            veritysetup format '$BENCH_DIR/floor.sqfs' '$BENCH_DIR/floor.verity' > /dev/null"
+    done
+    record loisto size-MiB "$(du -m --apparent-size "$p"/output/*.root.squashfs | cut -f1)"
+    record loisto disk-MiB-allocated "$(du -m "$p"/output/*.img | cut -f1)"
+}
+
+# --- mkosi ------------------------------------------------------------------------------
+bench_mkosi() {
+    command -v mkosi > /dev/null || apt-get install -y -q -t bookworm-backports mkosi > /dev/null
+    local m="$BENCH_DIR/mkosi" mirror packages
+    mkdir -p "$m/mkosi.repart" "$m/mkosi.extra"
+    mirror=$(grep -rhsE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
+        | awk '{print $2}' | head -n 1)
+    packages=$(bash -c "source '$repo/image.conf'; echo \"\${DEBIAN_PACKAGES[*]}\"" | tr ' ' ',')
+    cp -a "$repo/overlay/." "$m/mkosi.extra/"
+    cat > "$m/mkosi.conf" <<EOF
+[Distribution]
+Distribution=debian
+Release=bookworm
+${mirror:+Mirror=$mirror}
+
+[Output]
+Format=disk
+ImageId=loisto
+ImageVersion=0.1.0
+OutputDirectory=output
+CacheDirectory=cache
+
+[Content]
+Packages=$packages
+Bootable=yes
+Bootloader=uki
+KernelCommandLine=console=ttyS0 panic=10
+RemoveFiles=/usr/share/doc /usr/share/man /usr/share/info /usr/share/locale
+
+[Build]
+Incremental=yes
+EOF
+    cat > "$m/mkosi.repart/00-esp.conf" <<'EOF'
+[Partition]
+Type=esp
+Format=vfat
+CopyFiles=/efi:/
+SizeMinBytes=64M
+EOF
+    cat > "$m/mkosi.repart/10-root.conf" <<'EOF'
+[Partition]
+Type=root
+Format=squashfs
+CopyFiles=/
+ExcludeFiles=/efi/
+Verity=data
+VerityMatchKey=root
+Minimize=best
+EOF
+    cat > "$m/mkosi.repart/11-root-verity.conf" <<'EOF'
+[Partition]
+Type=root-verity
+Verity=hash
+VerityMatchKey=root
+Minimize=best
+EOF
+    for _ in $(seq "$CLEAN_RUNS"); do
+        rm -rf "$m/output" "$m/cache"
+        mkdir -p "$m/cache"
+        timed mkosi clean mkosi -C "$m" --force build
+    done
+    for i in $(seq "$RUNS"); do
+        echo "bench run $i" > "$m/mkosi.extra/etc/bench-note"
+        timed mkosi overlay-change mkosi -C "$m" --force build
+    done
+    for _ in $(seq "$RUNS"); do
+        timed mkosi no-change mkosi -C "$m" build
+    done
+    record mkosi disk-MiB-allocated "$(du -m "$m"/output/loisto_0.1.0.raw 2> /dev/null | cut -f1 || echo 0)"
+}
+
+for tool in $TOOLS; do
+    "bench_$tool"
+done
+
+printf '\n%-8s %-22s %10s\n' tool case "median"
+cut -f1,2 "$results" | sort -u | while IFS=$'\t' read -r tool case; do
+    med=$(awk -F'\t' -v t="$tool" -v c="$case" '$1 == t && $2 == c {print $3}' "$results" | median)
+    printf '%-8s %-22s %10.1f\n' "$tool" "$case" "$med"
+done
+echo "(seconds, except the size rows; raw numbers in $results)"
