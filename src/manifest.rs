@@ -40,6 +40,9 @@ pub struct Artifact {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// Modification time (ns): a cheap "untouched since" check for up-to-date builds.
+    #[serde(default)]
+    pub mtime_ns: u128,
 }
 
 /// Every regular file under `dir`, except logs and the manifest itself, in path order.
@@ -63,25 +66,56 @@ pub fn collect_artifacts(dir: &Path) -> Result<Vec<Artifact>> {
             path: rel,
             size,
             sha256,
+            mtime_ns: mtime_ns(entry.path()),
         });
     }
     Ok(out)
 }
 
+/// Size and sha256 of a file. Holes in sparse files (disk images are mostly holes) are hashed
+/// as the zeros they read as, without reading them: that is most of a disk image's bytes.
 pub fn hash_file(path: &Path) -> Result<(u64, String)> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
+    let zeros = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < size {
+        // Where the next data starts; ENXIO means only a hole is left.
+        let data = unsafe { libc::lseek(f.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
+        let data = if data < 0 { size } else { data as u64 };
+        let mut hole = data - pos;
+        while hole > 0 {
+            let n = hole.min(zeros.len() as u64) as usize;
+            h.update(&zeros[..n]);
+            hole -= n as u64;
+        }
+        if data >= size {
             break;
         }
-        size += n as u64;
-        h.update(&buf[..n]);
+        let end = unsafe { libc::lseek(f.as_raw_fd(), data as libc::off_t, libc::SEEK_HOLE) };
+        let end = if end < 0 { size } else { (end as u64).min(size) };
+        f.seek(SeekFrom::Start(data))
+            .with_context(|| format!("seeking in {}", path.display()))?;
+        let mut left = end - data;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = f
+                .read(&mut buf[..want])
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        pos = end;
     }
     Ok((size, hex(&h.finalize())))
 }
@@ -108,6 +142,24 @@ pub enum Problem {
     Changed { path: String, why: String },
 }
 
+pub fn mtime_ns(p: &Path) -> u128 {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Every recorded artifact is there with its recorded size and mtime (no hashing).
+pub fn looks_untouched(dir: &Path, m: &Manifest) -> bool {
+    m.artifacts.iter().all(|a| {
+        let p = dir.join(&a.path);
+        a.mtime_ns != 0
+            && std::fs::metadata(&p).is_ok_and(|md| md.len() == a.size)
+            && mtime_ns(&p) == a.mtime_ns
+    })
+}
+
 /// Re-hashes every recorded artifact.
 pub fn check(dir: &Path, m: &Manifest) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
@@ -131,4 +183,27 @@ pub fn check(dir: &Path, m: &Manifest) -> Result<Vec<Problem>> {
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_files_hash_like_their_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sparse");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(5 << 20).unwrap();
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = f;
+        f.seek(SeekFrom::Start(3 << 20)).unwrap();
+        f.write_all(b"data in the middle").unwrap();
+        drop(f);
+        let bytes = std::fs::read(&p).unwrap();
+        let want = hex(&Sha256::digest(&bytes));
+        assert_eq!(hash_file(&p).unwrap(), (bytes.len() as u64, want));
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(hash_file(&p).unwrap().1, hex(&Sha256::digest(b"")));
+    }
 }

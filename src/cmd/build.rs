@@ -213,12 +213,13 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     Ok(())
 }
 
-/// The last build recorded this final fingerprint and its artifacts are intact.
+/// The last build recorded this final fingerprint and its artifacts are as it left them
+/// (size and mtime; `verify` re-hashes them).
 fn up_to_date(project: &Project, last: Option<&cache::Fingerprint>) -> bool {
     let (Some(fp), Ok(m)) = (last, manifest::read(&project.output)) else {
         return false;
     };
-    m.fingerprint == fp.digest && manifest::check(&project.output, &m).is_ok_and(|p| p.is_empty())
+    m.fingerprint == fp.digest && manifest::looks_untouched(&project.output, &m)
 }
 
 /// `CACHE_MAX_SIZE` in image.conf (e.g. 8G), default 8 GiB.
