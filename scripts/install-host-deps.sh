@@ -13,13 +13,13 @@ DEBIAN_PKGS=(
   mmdebstrap squashfs-tools erofs-utils cryptsetup-bin zstd
   systemd systemd-boot-efi python3-pefile binutils
   mtools dosfstools fdisk faketime
-  qemu-system-x86 ovmf
+  qemu-system-x86 qemu-utils ovmf
   rauc openssl sbsigntool
   pacman-package-manager makepkg arch-install-scripts fakeroot libarchive-tools
   shellcheck util-linux git curl
 )
 # These come from bookworm-backports on Debian 12.
-DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 mmdebstrap)
+DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 qemu-utils mmdebstrap)
 
 ARCH_PKGS=(
   arch-install-scripts pacman squashfs-tools erofs-utils cryptsetup zstd systemd systemd-ukify
