@@ -4,6 +4,7 @@
 # It runs before the overlay and configuration so that changing those never rebuilds it;
 # the result stays at /boot/loisto-initrd.img (the verity phase leaves it out of the OS image).
 # Tools: arch-chroot unshare
+# Inputs: none
 # Cache: snapshot
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"

@@ -36,6 +36,10 @@ pub fn fingerprints(project: &Project, phases: &[Phase]) -> Result<Vec<Fingerpri
         if let Some(prev) = out.last() {
             parts.insert("after".to_string(), prev.digest.clone());
         }
+        if !ph.header.declares_inputs {
+            // Unknown inputs: at least every config value counts.
+            parts.insert("config:*".to_string(), project.config.digest());
+        }
         for input in &ph.header.inputs {
             let (key, value) = input_value(project, input)?;
             parts.insert(key, value);

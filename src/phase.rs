@@ -30,6 +30,9 @@ pub struct Header {
     /// `# Cache: snapshot`: the rootfs after this phase is kept and reused while the phase's
     /// fingerprint (script, inputs, tools, earlier phases) stays the same.
     pub snapshot: bool,
+    /// Whether the phase has an `# Inputs:` line at all (`# Inputs: none` declares nothing).
+    /// A phase without one may read anything: it never counts as unchanged.
+    pub declares_inputs: bool,
 }
 
 impl Header {
@@ -50,7 +53,12 @@ impl Header {
                         .map(|w| w.split('|').map(str::to_string).collect()),
                 );
             } else if let Some(rest) = strip_key(comment, "inputs:") {
-                h.inputs.extend(rest.split_whitespace().map(str::to_string));
+                h.declares_inputs = true;
+                h.inputs.extend(
+                    rest.split_whitespace()
+                        .filter(|w| *w != "none")
+                        .map(str::to_string),
+                );
             } else if let Some(rest) = strip_key(comment, "cache:") {
                 h.snapshot = rest.split_whitespace().any(|w| w == "snapshot");
             }

@@ -466,3 +466,35 @@ fn a_missing_host_tool_stops_the_build_before_any_phase_naming_tool_and_phase() 
     );
     assert!(out.contains("ok  /"), "{out}");
 }
+
+#[test]
+fn an_unchanged_build_is_skipped_only_when_every_phase_declares_its_inputs() {
+    let p = TestProject::new();
+    p.file(
+        "phases/10-a.sh",
+        "# Inputs: MARK\necho \"$MARK\" > \"$OUTPUT/a\"\n",
+    );
+    p.run(&["build", "--set", "MARK=1"]).ok();
+    assert!(
+        p.run(&["build", "--set", "MARK=1"])
+            .ok()
+            .stderr()
+            .contains("up to date")
+    );
+    assert!(
+        !p.run(&["build", "--set", "MARK=2"])
+            .ok()
+            .stderr()
+            .contains("up to date")
+    );
+    assert_eq!(p.read("output/a"), "2\n");
+    // A phase without an Inputs line may read anything, so it always runs.
+    p.file("phases/20-b.sh", "echo b > \"$OUTPUT/b\"\n");
+    p.run(&["build", "--set", "MARK=2"]).ok();
+    assert!(
+        !p.run(&["build", "--set", "MARK=2"])
+            .ok()
+            .stderr()
+            .contains("up to date")
+    );
+}

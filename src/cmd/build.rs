@@ -53,7 +53,8 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         for note in &d.notes {
             eprintln!("warning: {note}");
         }
-        if !args.check_reproducible && up_to_date(&project, d.fingerprints.last()) {
+        let all_declared = phases.iter().all(|p| p.header.declares_inputs);
+        if !args.check_reproducible && all_declared && up_to_date(&project, d.fingerprints.last()) {
             let _ = std::fs::remove_dir_all(&staging);
             if style != Style::Quiet {
                 eprintln!(
