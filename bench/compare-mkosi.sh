@@ -72,17 +72,19 @@ bench_loisto() {
 # --- mkosi ------------------------------------------------------------------------------
 bench_mkosi() {
     command -v mkosi > /dev/null || apt-get install -y -q -t bookworm-backports mkosi > /dev/null
+    command -v depmod > /dev/null || apt-get install -y -q kmod > /dev/null
+    command -v cpio > /dev/null || apt-get install -y -q cpio > /dev/null
     local m="$BENCH_DIR/mkosi" mirror packages
     mkdir -p "$m/mkosi.repart" "$m/mkosi.extra"
     mirror=$(grep -rhsE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
-        | awk '{print $2}' | head -n 1)
+        | awk '{print $2}' | head -n 1) || true
     packages=$(bash -c "source '$repo/image.conf'; echo \"\${DEBIAN_PACKAGES[*]}\"" | tr ' ' ',')
     cp -a "$repo/overlay/." "$m/mkosi.extra/"
     cat > "$m/mkosi.conf" <<EOF
 [Distribution]
 Distribution=debian
 Release=bookworm
-${mirror:+Mirror=$mirror}
+${mirror:+LocalMirror=$mirror}
 
 [Output]
 Format=disk
@@ -93,6 +95,8 @@ CacheDirectory=cache
 
 [Content]
 Packages=$packages
+# mkosi takes the UKI stub from the image (loisto-image from the build host).
+Packages=systemd-boot-efi
 Bootable=yes
 Bootloader=uki
 KernelCommandLine=console=ttyS0 panic=10
@@ -106,7 +110,7 @@ EOF
 Type=esp
 Format=vfat
 CopyFiles=/efi:/
-SizeMinBytes=64M
+SizeMinBytes=512M
 EOF
     cat > "$m/mkosi.repart/10-root.conf" <<'EOF'
 [Partition]
