@@ -44,15 +44,7 @@ pub fn run(g: &Global, args: &KeysArgs) -> Result<()> {
     let t = |name: &str| tmp.path().join(name).to_string_lossy().into_owned();
     let days = "3650";
 
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &t("ca.key"),
-    ])?;
+    ec_key(&t("ca.key"))?;
     openssl(&[
         "req",
         "-x509",
@@ -70,15 +62,7 @@ pub fn run(g: &Global, args: &KeysArgs) -> Result<()> {
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     ])?;
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &t("rauc-release.key"),
-    ])?;
+    ec_key(&t("rauc-release.key"))?;
     openssl(&[
         "req",
         "-new",
@@ -156,6 +140,19 @@ pub fn run(g: &Global, args: &KeysArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A new P-256 private key (small and fast; RAUC and OpenSSL 3 take EC keys).
+fn ec_key(path: &str) -> Result<()> {
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        path,
+    ])
 }
 
 fn openssl(args: &[&str]) -> Result<()> {
