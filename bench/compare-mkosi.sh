@@ -5,8 +5,8 @@
 # and a rebuild with nothing changed; medians of RUNS runs, then output sizes. As a floor,
 # the time to compress and hash loisto's tree alone (mksquashfs + veritysetup).
 #
-#   bench/compare-mkosi.sh              # RUNS=3, CLEAN_RUNS=1
-#   TOOLS=loisto bench/compare-mkosi.sh # skip mkosi
+#   bench/compare-mkosi.sh              # RUNS=3, CLEAN_RUNS=1, both tools
+#   TOOLS=loisto bench/compare-mkosi.sh # only loisto (mkosi's earlier results stay in the table)
 #
 # Needs root and the host tools (scripts/install-host-deps.sh); installs mkosi from
 # bookworm-backports if missing. Work happens in $BENCH_DIR (default /var/tmp/loisto-bench).
@@ -21,10 +21,14 @@ repo=$PWD
 
 cargo build --release -q
 bin=$repo/target/release/loisto-image
-rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"
+# Results of tools not run this time are kept: TOOLS=loisto, then TOOLS=mkosi, gives one table.
 results="$BENCH_DIR/results.tsv"
-: > "$results"
+touch "$results"
+for tool in $TOOLS; do
+    rm -rf "${BENCH_DIR:?}/$tool"
+    awk -F'\t' -v t="$tool" '$1 != t' "$results" > "$results.new" && mv "$results.new" "$results"
+done
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -75,6 +79,7 @@ bench_mkosi() {
     command -v depmod > /dev/null || apt-get install -y -q kmod > /dev/null
     command -v cpio > /dev/null || apt-get install -y -q cpio > /dev/null
     local m="$BENCH_DIR/mkosi" mirror packages
+    export SYSTEMD_REPART_MKFS_OPTIONS_SQUASHFS="-comp zstd -Xcompression-level $ZSTD_LEVEL"
     mkdir -p "$m/mkosi.repart" "$m/mkosi.extra"
     mirror=$(grep -rhsE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
         | awk '{print $2}' | head -n 1) || true
@@ -94,6 +99,8 @@ OutputDirectory=output
 CacheDirectory=cache
 
 [Content]
+# systemd-repart passes this to mksquashfs: the same compressor as loisto's (set below).
+Environment=SYSTEMD_REPART_MKFS_OPTIONS_SQUASHFS
 Packages=$packages
 # mkosi takes the UKI stub from the image (loisto-image from the build host).
 Packages=systemd-boot-efi
@@ -142,15 +149,29 @@ EOF
         timed mkosi no-change mkosi -C "$m" build
     done
     record mkosi disk-MiB-allocated "$(du -m "$m"/output/loisto_0.1.0.raw 2> /dev/null | cut -f1 || echo 0)"
+    # The root partition is minimized to its squashfs: comparable with loisto's size-MiB.
+    record mkosi size-MiB "$(sfdisk -J "$m"/output/loisto_0.1.0.raw |
+        python3 -c 'import json,sys; p=json.load(sys.stdin)["partitiontable"]["partitions"]; print(max(x["size"] for x in p if x["type"].upper().startswith("4F68BCE3")) * 512 >> 20)')"
 }
 
 for tool in $TOOLS; do
     "bench_$tool"
 done
 
-printf '\n%-8s %-22s %10s\n' tool case "median"
-cut -f1,2 "$results" | sort -u | while IFS=$'\t' read -r tool case; do
-    med=$(awk -F'\t' -v t="$tool" -v c="$case" '$1 == t && $2 == c {print $3}' "$results" | median)
-    printf '%-8s %-22s %10.1f\n' "$tool" "$case" "$med"
-done
+printf '\n%-8s %-22s %10s %6s\n' tool case median runs
+declare -A med
+while IFS=$'\t' read -r tool case; do
+    values=$(awk -F'\t' -v t="$tool" -v c="$case" '$1 == t && $2 == c {print $3}' "$results")
+    med[$tool/$case]=$(median <<< "$values")
+    printf '%-8s %-22s %10.1f %6d\n' "$tool" "$case" "${med[$tool/$case]}" "$(wc -l <<< "$values")"
+done < <(cut -f1,2 "$results" | sort -u)
 echo "(seconds, except the size rows; raw numbers in $results)"
+# The two targets: the overlay rebuild against the floor, and against mkosi's.
+if [ -n "${med[loisto/overlay-change]:-}" ] && [ -n "${med[loisto/compress+hash-only]:-}" ]; then
+    printf 'loisto overlay rebuild / compress+hash floor: %.2fx\n' \
+        "$(bc -l <<< "${med[loisto/overlay-change]} / ${med[loisto/compress+hash-only]}")"
+fi
+if [ -n "${med[loisto/overlay-change]:-}" ] && [ -n "${med[mkosi/overlay-change]:-}" ]; then
+    printf 'mkosi overlay rebuild / loisto overlay rebuild: %.2fx\n' \
+        "$(bc -l <<< "${med[mkosi/overlay-change]} / ${med[loisto/overlay-change]}")"
+fi

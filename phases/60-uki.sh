@@ -11,7 +11,10 @@ roothash=$(cat "$(artifact .roothash)")
 cmdline="roothash=$roothash systemd.verity_root_options=panic-on-corruption"
 cmdline+=" root=/dev/mapper/root rootfstype=$ROOT_FORMAT ro $KERNEL_CMDLINE"
 
-ukify=$(command -v ukify || ls /usr/lib/systemd/ukify /lib/systemd/ukify 2>/dev/null | head -n 1) || true
+# Debian keeps ukify outside PATH.
+ukify=$(command -v ukify) || for ukify in /usr/lib/systemd/ukify /lib/systemd/ukify ""; do
+    [ -x "$ukify" ] && break
+done
 [ -n "$ukify" ] || { echo "ukify not found (systemd >= 254; Debian 12: systemd from bookworm-backports)" >&2; exit 1; }
 
 uki=$(artifact .efi)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/, then
-# writes SHA256SUMS for every artifact.
-# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk openssl faketime
+# Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/.
+# (The runner writes SHA256SUMS and manifest.json for every artifact after the last phase.)
+# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk faketime
 # Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE repart.d/build/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -53,9 +53,3 @@ faketime "$frozen_clock" \
     --seed="$(hex_to_uuid "$seed")" --definitions="$defs" "$disk.tmp"
 mv "$disk.tmp" "$disk"
 sfdisk --dump "$disk"
-
-cd "$OUTPUT"
-# openssl uses the CPU's SHA instructions (several times faster than sha256sum here); the
-# output is sha256sum's format, so `sha256sum -c SHA256SUMS` checks it.
-openssl dgst -sha256 -r -- "${IMAGE_ID}_${IMAGE_VERSION}".* > SHA256SUMS
-cat SHA256SUMS

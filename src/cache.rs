@@ -6,7 +6,7 @@ use crate::conf::{Value, hex};
 use crate::manifest::hash_file;
 use crate::phase::Phase;
 use crate::project::Project;
-use crate::{proc, tools};
+use crate::{proc, resync, tools, ui};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,6 +24,7 @@ pub struct Fingerprint {
 /// earlier phase changes every later fingerprint.
 pub fn fingerprints(project: &Project, phases: &[Phase]) -> Result<Vec<Fingerprint>> {
     let lib = tree_hash(&project.phases_dir().join("lib"))?;
+    let mut versions = tools::Versions::load(&project.cache_dir.join("tool-versions.json"));
     let mut out: Vec<Fingerprint> = Vec::new();
     for ph in phases {
         let mut parts = BTreeMap::new();
@@ -47,7 +48,9 @@ pub fn fingerprints(project: &Project, phases: &[Phase]) -> Result<Vec<Fingerpri
         for group in &ph.header.tools {
             let version = tools::resolve(group)
                 .map(|(name, path)| {
-                    tools::version(&name, &path).unwrap_or_else(|| path.display().to_string())
+                    versions
+                        .get(&name, &path)
+                        .unwrap_or_else(|| path.display().to_string())
                 })
                 .unwrap_or_else(|| "<missing>".into());
             parts.insert(format!("tool:{}", group.join("|")), version);
@@ -64,6 +67,7 @@ pub fn fingerprints(project: &Project, phases: &[Phase]) -> Result<Vec<Fingerpri
             parts,
         });
     }
+    versions.save();
     Ok(out)
 }
 
@@ -141,6 +145,19 @@ impl Entry {
     fn tarball(&self) -> PathBuf {
         self.dir.join("rootfs.tar.zst")
     }
+
+    /// Names this snapshot's exact bytes for a rootfs stamp.
+    fn base(&self) -> String {
+        format!("{} {}", self.meta.phase, self.meta.sha256)
+    }
+}
+
+/// How a restore went.
+pub enum Restored {
+    /// Extracted whole.
+    Whole,
+    /// Only what changed since the rootfs last matched the snapshot was undone.
+    Resynced(resync::Report),
 }
 
 impl Cache {
@@ -226,18 +243,30 @@ impl Cache {
         std::fs::write(tmp.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).with_context(|| format!("storing {}", dir.display()))?;
-        Ok(Entry { dir, meta })
+        let e = Entry { dir, meta };
+        // The rootfs is the snapshot right now: the next rebuild can resync instead of extract.
+        resync::record(rootfs, &e.base())?;
+        Ok(e)
     }
 
-    /// Replaces `rootfs` with the snapshot's tree.
-    pub fn restore(&self, e: &Entry, rootfs: &Path) -> Result<()> {
+    /// Makes `rootfs` the snapshot's tree: by undoing what happened since it last matched this
+    /// snapshot when its stamp says so (see resync.rs), else by extracting it whole.
+    pub fn restore(&self, e: &Entry, rootfs: &Path) -> Result<Restored> {
+        let base = e.base();
+        match resync::sync(rootfs, &base, &e.tarball()) {
+            Ok(Some(r)) => return Ok(Restored::Resynced(r)),
+            Ok(None) => {}
+            Err(err) => ui::trace(&format!("resync fell back to a full restore: {err:#}")),
+        }
+        resync::forget(rootfs);
         if rootfs.exists() {
             std::fs::remove_dir_all(rootfs).with_context(|| format!("clearing {}", rootfs.display()))?;
         }
         std::fs::create_dir_all(rootfs)?;
         proc::output("tar", tar_args("--extract", &e.tarball(), rootfs))
             .with_context(|| format!("restoring {} from {}", rootfs.display(), e.dir.display()))?;
-        Ok(())
+        resync::record(rootfs, &base)?;
+        Ok(Restored::Whole)
     }
 
     pub fn size(&self) -> u64 {
@@ -267,7 +296,8 @@ impl Cache {
     }
 }
 
-fn tar_args(mode: &str, tarball: &Path, dir: &Path) -> Vec<String> {
+/// pzstd writes independent frames, so restores decompress on every core (zstd cannot).
+pub(crate) fn tar_args(mode: &str, tarball: &Path, dir: &Path) -> Vec<String> {
     vec![
         mode.to_string(),
         "--file".into(),
@@ -278,7 +308,7 @@ fn tar_args(mode: &str, tarball: &Path, dir: &Path) -> Vec<String> {
         "--xattrs-include=*".into(),
         "--acls".into(),
         "--numeric-owner".into(),
-        "--use-compress-program=zstd -T0 -3".into(),
+        "--use-compress-program=pzstd -q -3".into(),
     ]
 }
 

@@ -109,7 +109,7 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct SelectArgs {
-    /// Start at this phase (number `40` or name `40-strip`).
+    /// Start at this phase (number `50` or name `50-verity`).
     #[arg(long, value_name = "PHASE")]
     pub from: Option<String>,
     /// Stop after this phase.

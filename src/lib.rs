@@ -13,6 +13,7 @@ pub mod proc;
 pub mod project;
 pub mod rebuild;
 pub mod reproducible;
+pub mod resync;
 pub mod runner;
 pub mod signals;
 pub mod staging;

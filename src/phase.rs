@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Phase {
     pub number: u32,
-    /// `40-strip`: the file name without `.sh`, as phases are named everywhere.
+    /// `50-verity`: the file name without `.sh`, as phases are named everywhere.
     pub id: String,
     pub path: PathBuf,
     pub header: Header,
@@ -217,7 +217,7 @@ impl Selection {
     }
 }
 
-/// `40` matches by number, `40-strip` by full id.
+/// `50` matches by number, `50-verity` by full id.
 fn matches(phase: &Phase, p: &str) -> bool {
     if p.chars().all(|c| c.is_ascii_digit()) {
         p.parse::<u32>().ok() == Some(phase.number)

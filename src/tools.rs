@@ -247,6 +247,59 @@ pub fn version(name: &str, path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Tool versions remembered per binary (its path, size and mtime) in a file in the cache:
+/// asking every tool costs ~0.5 s a build (ukify and mmdebstrap start interpreters), and an
+/// unchanged binary gives an unchanged answer.
+pub struct Versions {
+    file: PathBuf,
+    known: std::collections::BTreeMap<String, (String, Option<String>)>,
+    changed: bool,
+}
+
+impl Versions {
+    pub fn load(file: &Path) -> Versions {
+        let known = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        Versions {
+            file: file.to_path_buf(),
+            known,
+            changed: false,
+        }
+    }
+
+    pub fn get(&mut self, name: &str, path: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(md) = path.metadata() else {
+            return version(name, path);
+        };
+        let stamp = format!("{name} {} {} {}", md.size(), md.mtime(), md.mtime_nsec());
+        let key = path.display().to_string();
+        if let Some((s, v)) = self.known.get(&key)
+            && *s == stamp
+        {
+            return v.clone();
+        }
+        let v = version(name, path);
+        self.known.insert(key, (stamp, v.clone()));
+        self.changed = true;
+        v
+    }
+
+    /// Best effort: without the file the next build only asks the tools again.
+    pub fn save(&self) {
+        if self.changed
+            && let Ok(text) = serde_json::to_string_pretty(&self.known)
+        {
+            let tmp = self.file.with_extension("partial");
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.file);
+            }
+        }
+    }
+}
+
 /// The install line for a set of missing tools on this host's distribution.
 pub fn install_line(missing: &[&str]) -> String {
     let osr = std::fs::read_to_string("/etc/os-release").unwrap_or_default();

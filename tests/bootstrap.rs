@@ -88,7 +88,7 @@ fn pacstrap_installs_exactly_the_requested_packages_from_a_local_repository() {
         .arg(&project)
         .args(["--set", "DISTRO=arch", "--set", "PACMAN_CONF=test-pacman.conf"])
         .args(["--set", "ARCH_PACKAGES=loisto-test-base loisto-test-hello"])
-        .args(["build", "--to", "40-strip", "--skip", "15-initrd"])
+        .args(["build", "--to", "30-configure", "--skip", "15-initrd"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap());

@@ -175,11 +175,17 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
     assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
     b.run(&["verify"]).ok();
     let manifest = std::fs::read_to_string(o.join("manifest.json")).unwrap();
-    for name in ["loisto_0.1.0.img", "loisto_0.1.0.efi", "SHA256SUMS"] {
+    let sums = std::fs::read_to_string(o.join("SHA256SUMS")).unwrap();
+    for name in [
+        "loisto_0.1.0.img",
+        "loisto_0.1.0.efi",
+        "loisto_0.1.0.root.squashfs",
+    ] {
         assert!(
             manifest.contains(&format!("\"path\": \"{name}\"")),
             "manifest lacks {name}"
         );
+        assert!(sums.contains(&format!(" *{name}\n")), "SHA256SUMS lacks {name}");
     }
 
     // The initrd finds the verity pair by the UUIDs derived from the root hash.
@@ -577,25 +583,34 @@ fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
         "00-bootstrap: restored",
         "10-packages: restored",
         "15-initrd: restored",
+        "18-strip: restored",
     ] {
         assert!(text.contains(cached), "{text}");
     }
     assert!(text.contains("20-overlay: run (not cached"), "{text}");
 
-    // The cached rebuild, then a clean uncached one, compared artifact by artifact.
+    // Whatever other tests built before, after this build the rootfs stamp is this snapshot's.
+    b.run(&["build"]).ok();
+    std::fs::write(&extra, "changed once more\n").unwrap();
+
+    // The cached rebuild, then a clean uncached one, compared artifact by artifact. The cached
+    // one undoes only what overlay and configure changed (resync), and must still be identical.
     let r = b.run(&["build", "--check-reproducible"]);
     r.ok();
     let err = r.stderr();
     assert!(
-        err.contains("restored [1/9] 00-bootstrap") && err.contains("restored [3/9] 15-initrd"),
+        err.contains("restored [1/9] 00-bootstrap") && err.contains("restored [4/9] 18-strip"),
         "{err}"
     );
+    assert!(err.contains("rootfs resynced: "), "{err}");
     assert!(
         !err.contains("==> [1/9] 00-bootstrap"),
         "bootstrap ran again:\n{err}"
     );
     let log = std::fs::read_to_string(b.output.join("logs/15-initrd.log")).unwrap();
     assert!(log.contains("restored from snapshot"), "{log}");
+    let log = std::fs::read_to_string(b.output.join("logs/18-strip.log")).unwrap();
+    assert!(log.contains("resynced"), "{log}");
     let report = r.stdout();
     assert!(
         report.contains("all ") && report.contains("artifacts are identical"),
@@ -626,16 +641,17 @@ fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
     assert!(!log.contains("restored") && log.contains("hello"), "{log}");
     assert!(b.project.join("build/rootfs/usr/bin/hello").is_file());
 
-    // A corrupted snapshot is reported, removed and not used: the phase runs instead.
+    // A corrupted snapshot is reported, removed and not used: the build falls back to the
+    // one before it and runs the phase instead.
     let snapshots = b.project.join("cache/snapshots");
-    let initrd = std::fs::read_dir(&snapshots)
+    let strip = std::fs::read_dir(&snapshots)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("15-initrd-"))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("18-strip-"))
         .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
         .unwrap();
     std::fs::write(&extra, "changed again\n").unwrap();
-    let tarball = initrd.join("rootfs.tar.zst");
+    let tarball = strip.join("rootfs.tar.zst");
     flip_byte(&tarball, std::fs::metadata(&tarball).unwrap().len() / 2);
     let plan = b.run(&["--set", "PACKAGES=hello", "plan", "--explain"]);
     assert!(plan.ok().stderr().contains("is corrupted"), "{}", plan.stderr());
@@ -647,8 +663,8 @@ fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
         r.stderr()
     );
     assert!(
-        r.stderr().contains("==> [3/9] 15-initrd"),
-        "the initrd was not rebuilt:\n{}",
+        r.stderr().contains("restored [3/9] 15-initrd") && r.stderr().contains("==> [4/9] 18-strip"),
+        "the build did not fall back to the snapshot before the corrupted one:\n{}",
         r.stderr()
     );
     assert!(!r.stderr().contains("==> [1/9] 00-bootstrap"));

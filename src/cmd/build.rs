@@ -65,14 +65,22 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
             return Ok(());
         }
         if let Some((k, entry)) = &d.restore {
-            cache.restore(entry, &project.rootfs)?;
+            let t = Instant::now();
+            let how = match cache.restore(entry, &project.rootfs)? {
+                cache::Restored::Whole => "extracted whole".to_string(),
+                cache::Restored::Resynced(r) => format!(
+                    "resynced: {} of {} entries changed since, {} taken from the snapshot",
+                    r.removed, r.entries, r.extracted
+                ),
+            };
+            let how = format!("{how}, {}", ui::secs(t.elapsed()));
             used.push(entry.dir.clone());
             for (i, ph) in phases[..=*k].iter().enumerate() {
                 let log = staging.join("logs").join(format!("{}.log", ph.id));
                 std::fs::write(
                     &log,
                     format!(
-                        "# loisto-image phase {}\n# restored from snapshot {} (fingerprint {}); not run\n",
+                        "# loisto-image phase {}\n# restored from snapshot {} (fingerprint {}; {how}); not run\n",
                         ph.id,
                         entry.dir.display(),
                         d.fingerprints[i].digest
@@ -86,6 +94,9 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
                         ph.id,
                         &d.fingerprints[*k].digest[..16]
                     );
+                    if i == *k {
+                        eprintln!("    rootfs {how}");
+                    }
                 }
                 records.push(PhaseRecord {
                     id: ph.id.clone(),

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Removes what an appliance never reads (STRIP_PATHS) and the firmware it does not need
-# (everything outside FIRMWARE_KEEP, when that list is not empty).
+# (everything outside FIRMWARE_KEEP, when that list is not empty). It runs on what the
+# packages brought, before the project's own files go in: an overlay or configure edit never
+# strips again, and nothing the overlay adds is stripped.
 # Inputs: STRIP_PATHS FIRMWARE_KEEP
+# Cache: snapshot
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
