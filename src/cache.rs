@@ -6,7 +6,7 @@ use crate::conf::{Value, hex};
 use crate::manifest::hash_file;
 use crate::phase::Phase;
 use crate::project::Project;
-use crate::{proc, resync, tools, ui};
+use crate::{proc, resync, tools};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -154,8 +154,8 @@ impl Entry {
 
 /// How a restore went.
 pub enum Restored {
-    /// Extracted whole.
-    Whole,
+    /// Extracted whole, and why a resync was not possible.
+    Whole(String),
     /// Only what changed since the rootfs last matched the snapshot was undone.
     Resynced(resync::Report),
 }
@@ -245,7 +245,7 @@ impl Cache {
         std::fs::rename(&tmp, &dir).with_context(|| format!("storing {}", dir.display()))?;
         let e = Entry { dir, meta };
         // The rootfs is the snapshot right now: the next rebuild can resync instead of extract.
-        resync::record(rootfs, &e.base())?;
+        resync::record(rootfs, &e.base(), None)?;
         Ok(e)
     }
 
@@ -253,11 +253,10 @@ impl Cache {
     /// snapshot when its stamp says so (see resync.rs), else by extracting it whole.
     pub fn restore(&self, e: &Entry, rootfs: &Path) -> Result<Restored> {
         let base = e.base();
-        match resync::sync(rootfs, &base, &e.tarball()) {
-            Ok(Some(r)) => return Ok(Restored::Resynced(r)),
-            Ok(None) => {}
-            Err(err) => ui::trace(&format!("resync fell back to a full restore: {err:#}")),
-        }
+        let why = match resync::sync(rootfs, &base, &e.tarball()) {
+            Ok(r) => return Ok(Restored::Resynced(r)),
+            Err(why) => why,
+        };
         resync::forget(rootfs);
         if rootfs.exists() {
             std::fs::remove_dir_all(rootfs).with_context(|| format!("clearing {}", rootfs.display()))?;
@@ -265,8 +264,8 @@ impl Cache {
         std::fs::create_dir_all(rootfs)?;
         proc::output("tar", tar_args("--extract", &e.tarball(), rootfs))
             .with_context(|| format!("restoring {} from {}", rootfs.display(), e.dir.display()))?;
-        resync::record(rootfs, &base)?;
-        Ok(Restored::Whole)
+        resync::record(rootfs, &base, None)?;
+        Ok(Restored::Whole(why))
     }
 
     pub fn size(&self) -> u64 {
@@ -298,6 +297,13 @@ impl Cache {
 
 /// pzstd writes independent frames, so restores decompress on every core (zstd cannot).
 pub(crate) fn tar_args(mode: &str, tarball: &Path, dir: &Path) -> Vec<String> {
+    let mut args = tar_args_uncompressed(mode, tarball, dir);
+    args.push("--use-compress-program=pzstd -q -3".into());
+    args
+}
+
+/// Everything a rootfs holds (xattrs, ACLs, numeric owners), in a plain tar.
+pub(crate) fn tar_args_uncompressed(mode: &str, tarball: &Path, dir: &Path) -> Vec<String> {
     vec![
         mode.to_string(),
         "--file".into(),
@@ -308,7 +314,6 @@ pub(crate) fn tar_args(mode: &str, tarball: &Path, dir: &Path) -> Vec<String> {
         "--xattrs-include=*".into(),
         "--acls".into(),
         "--numeric-owner".into(),
-        "--use-compress-program=pzstd -q -3".into(),
     ]
 }
 

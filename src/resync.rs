@@ -9,6 +9,11 @@
 //! or changed and extracts from the snapshot only what is missing, plus the directories around
 //! those entries so their mtimes are the snapshot's again. Anything unexpected (no stamp,
 //! another snapshot, tar refusing) means a full restore instead.
+//!
+//! Taking a dozen files from a snapshot still means decompressing all of it (~0.5 s). The
+//! entries a resync took are therefore also kept in a small plain tar beside the stamp (the
+//! "hot" set, checksummed in the stamp): the next rebuild usually needs exactly those again,
+//! since the overlay replaces the same files, and reads them from there.
 
 use crate::proc;
 use anyhow::{Context, Result, bail};
@@ -19,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &str = "loisto-stamp 1";
+const MAGIC: &str = "loisto-stamp 2";
 
 /// What the snapshot put at a path: enough to tell whether it is still there, unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,19 +44,40 @@ impl Mark {
     }
 }
 
+/// The stamp's record of every entry, by path below the rootfs.
+type Marks = HashMap<Vec<u8>, Mark>;
+
 /// What a resync did, for the log and the progress line.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub entries: usize,
     pub removed: usize,
     pub extracted: usize,
+    /// The extracted entries came from the hot set, not the snapshot.
+    pub from_hot: bool,
 }
 
-/// The stamp file for a rootfs: beside it, so `clean` and a moved build directory take it along.
-pub fn stamp_path(rootfs: &Path) -> PathBuf {
+/// A file beside the rootfs (`build/rootfs.stamp`), so `clean` and a moved build directory
+/// take it along.
+fn beside(rootfs: &Path, suffix: &str) -> PathBuf {
     let mut name = rootfs.file_name().unwrap_or(OsStr::new("rootfs")).to_os_string();
-    name.push(".stamp");
+    name.push(suffix);
     rootfs.with_file_name(name)
+}
+
+pub fn stamp_path(rootfs: &Path) -> PathBuf {
+    beside(rootfs, ".stamp")
+}
+
+fn hot_path(rootfs: &Path) -> PathBuf {
+    beside(rootfs, ".hot.tar")
+}
+
+/// The snapshot's own copies of the entries the last resync took from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hot {
+    members: BTreeSet<Vec<u8>>,
+    sha256: String,
 }
 
 /// Forgets what the rootfs was: the next restore extracts the whole snapshot.
@@ -60,7 +86,7 @@ pub fn forget(rootfs: &Path) {
 }
 
 /// Records that `rootfs` is now exactly the snapshot called `base`.
-pub fn record(rootfs: &Path, base: &str) -> Result<()> {
+pub fn record(rootfs: &Path, base: &str, hot: Option<&Hot>) -> Result<()> {
     let marks = scan(rootfs)?;
     let path = stamp_path(rootfs);
     let tmp = path.with_extension("stamp.partial");
@@ -68,6 +94,16 @@ pub fn record(rootfs: &Path, base: &str) -> Result<()> {
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
     );
     writeln!(out, "{MAGIC} {base}")?;
+    match hot {
+        Some(h) => {
+            writeln!(out, "hot {} {}", h.sha256, h.members.len())?;
+            for m in &h.members {
+                out.write_all(m)?;
+                out.write_all(b"\0")?;
+            }
+        }
+        None => writeln!(out, "hot - 0")?,
+    }
     for (rel, m) in &marks {
         write!(
             out,
@@ -85,20 +121,42 @@ pub fn record(rootfs: &Path, base: &str) -> Result<()> {
         .and_then(|f| f.sync_data())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    // A filesystem that keeps ctime in whole seconds would give a change made within this
+    // second the ctime in the stamp: let the second pass before any phase runs.
+    if marks.iter().all(|(_, m)| m.ctime.1 == 0) {
+        let newest = marks.iter().map(|(_, m)| m.ctime.0).max().unwrap_or(0);
+        while unix_now() <= newest {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     Ok(())
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Brings `rootfs` back to the snapshot `base` stored in `tarball`, if the stamp says the
-/// rootfs came from it. `None`: no usable stamp, the caller restores in full.
-pub fn sync(rootfs: &Path, base: &str, tarball: &Path) -> Result<Option<Report>> {
-    let Some(stamp) = read_stamp(&stamp_path(rootfs), base) else {
-        return Ok(None);
+/// rootfs came from it. `Err(why)`: no usable stamp, the caller restores in full.
+pub fn sync(rootfs: &Path, base: &str, tarball: &Path) -> Result<Report, String> {
+    let path = stamp_path(rootfs);
+    if !path.exists() {
+        return Err("no stamp from an earlier build".into());
+    }
+    let Some((stamp, hot)) = read_stamp(&path, base) else {
+        return Err("the stamp is of another snapshot or an older loisto-image".into());
     };
+    resync(rootfs, base, tarball, &stamp, hot).map_err(|e| format!("{e:#}"))
+}
+
+fn resync(rootfs: &Path, base: &str, tarball: &Path, stamp: &Marks, hot: Option<Hot>) -> Result<Report> {
     // From here on the rootfs is in between; without a stamp an interruption means a full
     // restore next time, never a wrong one.
     forget(rootfs);
     let live = scan(rootfs)?;
-    let plan = plan(&stamp, &live);
+    let plan = plan(stamp, &live);
     for rel in &plan.remove {
         let p = rootfs.join(OsStr::from_bytes(rel));
         let gone = match std::fs::symlink_metadata(&p) {
@@ -108,34 +166,60 @@ pub fn sync(rootfs: &Path, base: &str, tarball: &Path) -> Result<Option<Report>>
         };
         gone.with_context(|| format!("removing {} (changed since the snapshot)", p.display()))?;
     }
+    let mut from_hot = false;
+    let mut keep = hot;
     if !plan.extract.is_empty() {
-        let list = rootfs.with_file_name(format!(
-            "{}.extract",
-            rootfs
-                .file_name()
-                .unwrap_or(OsStr::new("rootfs"))
-                .to_string_lossy()
-        ));
-        let mut text = Vec::new();
-        for rel in &plan.extract {
-            text.extend_from_slice(if rel.is_empty() { b"." } else { b"./" });
-            text.extend_from_slice(rel);
-            text.push(0);
-        }
-        std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
-        let mut args = crate::cache::tar_args("--extract", tarball, rootfs);
+        let list = beside(rootfs, ".extract");
+        write_list(&list, &plan.extract)?;
+        let hot_file = hot_path(rootfs);
+        // The hot set serves when it holds everything needed and is intact.
+        from_hot = keep.as_ref().is_some_and(|h| {
+            plan.extract.is_subset(&h.members)
+                && crate::manifest::hash_file(&hot_file).is_ok_and(|(_, sha)| sha == h.sha256)
+        });
+        let mut args = if from_hot {
+            crate::cache::tar_args_uncompressed("--extract", &hot_file, rootfs)
+        } else {
+            crate::cache::tar_args("--extract", tarball, rootfs)
+        };
         args.extend(["--no-recursion".into(), "--null".into()]);
         args.push(format!("--files-from={}", list.display()));
-        let done = proc::output("tar", args);
+        let source = if from_hot { &hot_file } else { tarball };
+        proc::output("tar", args)
+            .with_context(|| format!("extracting changed entries from {}", source.display()))?;
+        if !from_hot {
+            // Straight from the verified snapshot and untouched yet: exactly its entries.
+            let mut args = crate::cache::tar_args_uncompressed("--create", &hot_file, rootfs);
+            args.extend(["--no-recursion".into(), "--null".into()]);
+            args.push(format!("--files-from={}", list.display()));
+            keep = proc::output("tar", args)
+                .and_then(|_| crate::manifest::hash_file(&hot_file))
+                .ok()
+                .map(|(_, sha256)| Hot {
+                    members: plan.extract.clone(),
+                    sha256,
+                });
+        }
         let _ = std::fs::remove_file(&list);
-        done.with_context(|| format!("extracting changed entries from {}", tarball.display()))?;
     }
-    record(rootfs, base)?;
-    Ok(Some(Report {
+    record(rootfs, base, keep.as_ref())?;
+    Ok(Report {
         entries: stamp.len(),
         removed: plan.remove.len(),
         extracted: plan.extract.len(),
-    }))
+        from_hot,
+    })
+}
+
+/// Names as tar's `--null --files-from` reads them: `./etc/hostname`, the root as `.`.
+fn write_list(list: &Path, names: &BTreeSet<Vec<u8>>) -> Result<()> {
+    let mut text = Vec::new();
+    for rel in names {
+        text.extend_from_slice(if rel.is_empty() { b"." } else { b"./" });
+        text.extend_from_slice(rel);
+        text.push(0);
+    }
+    std::fs::write(list, text).with_context(|| format!("writing {}", list.display()))
 }
 
 #[derive(Debug, Default)]
@@ -147,7 +231,7 @@ struct Plan {
     extract: BTreeSet<Vec<u8>>,
 }
 
-fn plan(stamp: &HashMap<Vec<u8>, Mark>, live: &[(Vec<u8>, Mark)]) -> Plan {
+fn plan(stamp: &Marks, live: &[(Vec<u8>, Mark)]) -> Plan {
     let mut p = Plan::default();
     let mut seen = std::collections::HashSet::new();
     let mut removed_dir: Option<Vec<u8>> = None;
@@ -216,14 +300,28 @@ fn scan(rootfs: &Path) -> Result<Vec<(Vec<u8>, Mark)>> {
     Ok(out)
 }
 
-fn read_stamp(path: &Path, base: &str) -> Option<HashMap<Vec<u8>, Mark>> {
+fn read_stamp(path: &Path, base: &str) -> Option<(Marks, Option<Hot>)> {
     let data = std::fs::read(path).ok()?;
-    let nl = data.iter().position(|&b| b == b'\n')?;
-    if data[..nl] != *format!("{MAGIC} {base}").as_bytes() {
+    let (head, rest) = split_line(&data)?;
+    if head != format!("{MAGIC} {base}").as_bytes() {
         return None;
     }
+    let (hot_line, mut rest) = split_line(rest)?;
+    let hot_line = std::str::from_utf8(hot_line).ok()?;
+    let mut f = hot_line.split(' ');
+    let (sha256, count) = match (f.next()?, f.next()?, f.next()?.parse::<usize>().ok()?) {
+        ("hot", sha, n) => (sha.to_string(), n),
+        _ => return None,
+    };
+    let mut members = BTreeSet::new();
+    for _ in 0..count {
+        let end = rest.iter().position(|&b| b == 0)?;
+        members.insert(rest[..end].to_vec());
+        rest = &rest[end + 1..];
+    }
+    let hot = (sha256 != "-").then_some(Hot { members, sha256 });
     let mut marks = HashMap::new();
-    for rec in data[nl + 1..].split(|&b| b == 0).filter(|r| !r.is_empty()) {
+    for rec in rest.split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let mut f = rec.splitn(5, |&b| b == b' ');
         let mut num = || std::str::from_utf8(f.next()?).ok()?.parse::<i64>().ok();
         let ino = num()? as u64;
@@ -231,7 +329,12 @@ fn read_stamp(path: &Path, base: &str) -> Option<HashMap<Vec<u8>, Mark>> {
         let dir = f.next()? == b"d";
         marks.insert(f.next()?.to_vec(), Mark { ino, ctime, dir });
     }
-    Some(marks)
+    Some((marks, hot))
+}
+
+fn split_line(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nl = data.iter().position(|&b| b == b'\n')?;
+    Some((&data[..nl], &data[nl + 1..]))
 }
 
 #[cfg(test)]
@@ -289,7 +392,7 @@ mod tests {
         std::fs::create_dir_all(&clean).unwrap();
         proc::output("tar", crate::cache::tar_args("--extract", &tarball, &clean)).unwrap();
         let want = listing(&clean);
-        record(&root, "base").unwrap();
+        record(&root, "base", None).unwrap();
         let untouched_ino = std::fs::metadata(root.join("usr/bin/untouched")).unwrap().ino();
 
         // What later phases do: overwrite in place, chmod, delete files and trees, add files
@@ -304,17 +407,45 @@ mod tests {
         );
         std::fs::set_permissions(root.join("usr/bin"), std::fs::Permissions::from_mode(0o700)).unwrap();
 
-        let r = sync(&root, "base", &tarball).unwrap().expect("stamp matches");
+        let r = sync(&root, "base", &tarball).expect("stamp matches");
         assert_eq!(listing(&root), want);
         assert!(r.removed >= 6 && r.extracted < r.entries, "{r:?}");
         let ino = std::fs::metadata(root.join("usr/bin/untouched")).unwrap().ino();
         assert_eq!(ino, untouched_ino, "an untouched file was rewritten");
 
+        assert!(!r.from_hot);
+
+        // The same phases again: what they change is now taken from the hot set, with the
+        // same result; a corrupted hot set is not used.
+        let again = "echo changed > etc/hostname; chmod 600 etc/x.conf; echo in-place > usr/lib/only";
+        sh(&root, again);
+        let r = sync(&root, "base", &tarball).unwrap();
+        assert!(r.from_hot, "{r:?}");
+        assert_eq!(listing(&root), want);
+        sh(&root, again);
+        let hot = hot_path(&root);
+        let mut bytes = std::fs::read(&hot).unwrap();
+        let i = bytes.windows(4).position(|w| w == b"host").unwrap();
+        bytes[i] = b'X';
+        std::fs::write(&hot, bytes).unwrap();
+        let r = sync(&root, "base", &tarball).unwrap();
+        assert!(!r.from_hot, "a corrupted hot set was used");
+        assert_eq!(listing(&root), want);
+        // Needing more than the hot set holds: the snapshot again.
+        sh(&root, "rm usr/bin/untouched");
+        let r = sync(&root, "base", &tarball).unwrap();
+        assert!(!r.from_hot);
+        assert_eq!(listing(&root), want);
+
         // The stamp is current again: a second resync with no changes does nothing.
-        let r = sync(&root, "base", &tarball).unwrap().unwrap();
+        let r = sync(&root, "base", &tarball).unwrap();
         assert_eq!((r.removed, r.extracted), (0, 0));
         // Another snapshot's stamp is never used.
-        assert!(sync(&root, "other", &tarball).unwrap().is_none());
+        assert!(
+            sync(&root, "other", &tarball)
+                .unwrap_err()
+                .contains("another snapshot")
+        );
     }
 
     #[test]
@@ -326,10 +457,10 @@ mod tests {
         std::fs::write(root.join("etc/a"), "a").unwrap();
         let args = crate::cache::tar_args("--create", &tarball, &root);
         proc::output("tar", args.into_iter().chain([".".to_string()])).unwrap();
-        record(&root, "base").unwrap();
+        record(&root, "base", None).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::create_dir_all(root.join("junk")).unwrap();
-        sync(&root, "base", &tarball).unwrap().unwrap();
+        sync(&root, "base", &tarball).unwrap();
         assert_eq!(std::fs::read_to_string(root.join("etc/a")).unwrap(), "a");
         assert!(!root.join("junk").exists());
     }

@@ -39,6 +39,18 @@ pub const KNOWN: &[Known] = &[
         version_args: &[],
     },
     Known {
+        name: "tar",
+        debian: "tar",
+        arch: "tar",
+        version_args: &["--version"],
+    },
+    Known {
+        name: "pzstd",
+        debian: "zstd",
+        arch: "zstd",
+        version_args: &["--version"],
+    },
+    Known {
         name: "mksquashfs",
         debian: "squashfs-tools",
         arch: "squashfs-tools",
@@ -204,7 +216,11 @@ pub fn require<'a>(phases: impl IntoIterator<Item = (&'a str, &'a Header)>) -> a
     }
     let lines: Vec<String> = missing
         .iter()
-        .map(|(ph, t)| format!("  phase {ph} needs `{t}`"))
+        .map(|(ph, t)| match ph.contains(' ') {
+            // Not a phase: the runner's own needs ("the phase cache").
+            true => format!("  {ph} needs `{t}`"),
+            false => format!("  phase {ph} needs `{t}`"),
+        })
         .collect();
     let names: Vec<&str> = missing.iter().flat_map(|(_, t)| t.split('|').take(1)).collect();
     anyhow::bail!(

@@ -21,7 +21,18 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     if args.dry_run {
         return plan::print(&project, &phases, false);
     }
-    tools::require(phases.iter().map(|p| (p.id.as_str(), &p.header)))?;
+    // The snapshots of `# Cache: snapshot` phases are tar archives compressed by pzstd.
+    let cache_tools = phase::Header {
+        tools: vec![vec!["tar".into()], vec!["pzstd".into()]],
+        ..Default::default()
+    };
+    let caching = phases.iter().any(|p| p.header.snapshot) && !args.no_cache;
+    tools::require(
+        phases
+            .iter()
+            .map(|p| (p.id.as_str(), &p.header))
+            .chain(caching.then_some(("the phase cache", &cache_tools))),
+    )?;
     for d in [&project.build_dir, &project.cache_dir, &project.rootfs] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -67,10 +78,13 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         if let Some((k, entry)) = &d.restore {
             let t = Instant::now();
             let how = match cache.restore(entry, &project.rootfs)? {
-                cache::Restored::Whole => "extracted whole".to_string(),
+                cache::Restored::Whole(why) => format!("extracted whole ({why})"),
                 cache::Restored::Resynced(r) => format!(
-                    "resynced: {} of {} entries changed since, {} taken from the snapshot",
-                    r.removed, r.entries, r.extracted
+                    "resynced: {} of {} entries changed since, {} taken from the {}",
+                    r.removed,
+                    r.entries,
+                    r.extracted,
+                    if r.from_hot { "hot set" } else { "snapshot" }
                 ),
             };
             let how = format!("{how}, {}", ui::secs(t.elapsed()));
