@@ -1,7 +1,7 @@
 //! Bringing the working rootfs back to a snapshot by undoing only what later phases changed.
 //!
-//! Extracting a whole snapshot rewrites ~400 MiB on every rebuild although the phases after
-//! it (overlay, configure, strip) touch a few hundred entries. So whenever the rootfs equals a
+//! Extracting a whole snapshot rewrites ~300 MiB on every rebuild although the phases after
+//! it (overlay, configure) touch a few dozen entries. So whenever the rootfs equals a
 //! snapshot (just stored or just restored) the runner writes a stamp next to it: every entry's
 //! inode number and ctime. The kernel moves ctime on any change to an inode (content, mode,
 //! owner, xattrs, link count) and user space cannot set it back, so an entry whose inode and

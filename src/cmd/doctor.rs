@@ -1,4 +1,4 @@
-//! `loisto-image doctor`: every tool each phase (and `vm`) needs, found or missing.
+//! `loisto-image doctor`: every tool each phase (and the cache and `vm`) needs, found or missing.
 
 use crate::cli::Global;
 use crate::phase;
@@ -19,6 +19,10 @@ pub fn run(g: &Global) -> Result<()> {
             }
         }
         Err(e) => eprintln!("note: no image project ({e:#}); listing the vm tools only"),
+    }
+    // The snapshots of `# Cache: snapshot` phases.
+    for t in ["tar", "pzstd"] {
+        rows.push(("cache".into(), t.into(), check(&[t.to_string()], &mut missing)));
     }
     for t in ["qemu-system-x86_64", "qemu-img"] {
         rows.push(("vm".into(), t.into(), check(&[t.to_string()], &mut missing)));
