@@ -14,6 +14,8 @@ ROOT_VERITY=$(artifact .root.verity)
 # systemd finds the verity partitions by these: the root hash's two halves.
 ROOT_UUID=$(hex_to_uuid "${roothash:0:32}")
 ROOT_VERITY_UUID=$(hex_to_uuid "${roothash:32:32}")
+# A stopped clock (faketime -f with an absolute date); without -f faketime only starts the
+# clock there and it runs on, so a slow moment put a different second into a FAT timestamp.
 frozen_clock=$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')
 
 # Slot A's boot partition: an ESP with the UKI where firmware looks by default. Made here
@@ -21,16 +23,16 @@ frozen_clock=$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')
 BOOT_IMAGE="$BUILD_DIR/boot-a.vfat"
 rm -f "$BOOT_IMAGE"
 truncate -s "$BOOT_SIZE" "$BOOT_IMAGE"
-faketime "$frozen_clock" mkfs.vfat -F 32 -n BOOT-A -i "${roothash:0:8}" "$BOOT_IMAGE" > /dev/null
-faketime "$frozen_clock" mmd -i "$BOOT_IMAGE" ::EFI ::EFI/BOOT
-faketime "$frozen_clock" mcopy -i "$BOOT_IMAGE" "$UKI" ::EFI/BOOT/BOOTX64.EFI
+faketime -f "$frozen_clock" mkfs.vfat -F 32 -n BOOT-A -i "${roothash:0:8}" "$BOOT_IMAGE" > /dev/null
+faketime -f "$frozen_clock" mmd -i "$BOOT_IMAGE" ::EFI ::EFI/BOOT
+faketime -f "$frozen_clock" mcopy -i "$BOOT_IMAGE" "$UKI" ::EFI/BOOT/BOOTX64.EFI
 
 # /var starts empty. It is made here, not by repart, because mkfs picks a random hash seed
 # otherwise; UUID and seed from the image identity keep the disk byte-identical.
 VAR_IMAGE="$BUILD_DIR/var.ext4"
 var_uuid=$(hex_to_uuid "$(printf '%s %s var' "$IMAGE_ID" "$IMAGE_VERSION" | sha256sum | cut -c1-32)")
 rm -f "$VAR_IMAGE"
-faketime "$frozen_clock" \
+faketime -f "$frozen_clock" \
     mkfs.ext4 -q -L var -U "$var_uuid" -E "hash_seed=$var_uuid" "$VAR_IMAGE" "$VAR_SIZE"
 
 # fill_template reads the @FIELD@ values by name.
@@ -48,7 +50,7 @@ rm -f "$disk" "$disk.tmp"
 # The seed fixes the disk and partition UUIDs that are not set explicitly.
 seed=$(printf '%s %s %s' "$IMAGE_ID" "$IMAGE_VERSION" "$roothash" | sha256sum | cut -c1-32)
 # mkfs.vfat stamps the current time into boot-b; the frozen clock keeps it fixed too.
-faketime "$frozen_clock" \
+faketime -f "$frozen_clock" \
     systemd-repart --offline=yes --empty=create --size=auto --dry-run=no \
     --seed="$(hex_to_uuid "$seed")" --definitions="$defs" "$disk.tmp"
 mv "$disk.tmp" "$disk"
