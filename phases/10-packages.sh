@@ -14,7 +14,8 @@ fi
 case "$(rootfs_distro)" in
     debian)
         in_rootfs apt-get update
-        in_rootfs env DEBIAN_FRONTEND=noninteractive \
+        # INITRD=No: 15-initrd builds the initrd; kernel hooks need not make their own.
+        in_rootfs env DEBIAN_FRONTEND=noninteractive INITRD=No \
             apt-get install -y --no-install-recommends "${PACKAGES[@]}"
         ;;
     arch)
