@@ -73,6 +73,11 @@ fn hot_path(rootfs: &Path) -> PathBuf {
     beside(rootfs, ".hot.tar")
 }
 
+/// What this module keeps beside a rootfs, for `clean`.
+pub fn files_beside(rootfs: &Path) -> [PathBuf; 2] {
+    [stamp_path(rootfs), hot_path(rootfs)]
+}
+
 /// The snapshot's own copies of the entries the last resync took from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hot {

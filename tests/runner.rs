@@ -498,3 +498,48 @@ fn an_unchanged_build_is_skipped_only_when_every_phase_declares_its_inputs() {
             .contains("up to date")
     );
 }
+
+/// The phase cache with fake phases: a rebuild resyncs the rootfs to the snapshot instead of
+/// extracting it, the next one takes the changed files from the hot set, and `clean` removes a
+/// rootfs kept outside the build directory together with its stamp and hot set.
+#[test]
+fn cached_rebuilds_resync_the_rootfs_and_clean_takes_the_stamp_along() {
+    let p = TestProject::new();
+    p.file(
+        "image.conf",
+        "IMAGE_ID=t\nIMAGE_VERSION=1\nSOURCE_DATE_EPOCH=1\nROOTFS=tree\n",
+    );
+    p.file(
+        "phases/10-base.sh",
+        "#!/bin/bash\n# Inputs: none\n# Cache: snapshot\nset -eu\nmkdir -p \"$ROOTFS/etc\" \"$ROOTFS/usr\"\n\
+         echo base > \"$ROOTFS/etc/a\"\necho usr > \"$ROOTFS/usr/b\"\n",
+    );
+    // Fails unless it starts from exactly the snapshot, then changes it like an overlay would.
+    p.file(
+        "phases/20-edit.sh",
+        "#!/bin/bash\nset -eu\ntest \"$(cat \"$ROOTFS/etc/a\")\" = base\ntest ! -e \"$ROOTFS/etc/new\"\n\
+         echo edited > \"$ROOTFS/etc/a\"\necho new > \"$ROOTFS/etc/new\"\nrm \"$ROOTFS/usr/b\"\n",
+    );
+    p.run(&["build"]).ok();
+    let r = p.run(&["build"]);
+    assert!(
+        r.ok().stderr().contains("rootfs resynced: ") && r.stderr().contains("from the snapshot"),
+        "{}",
+        r.stderr()
+    );
+    let r = p.run(&["build"]);
+    assert!(r.ok().stderr().contains("from the hot set"), "{}", r.stderr());
+    // A rootfs replaced behind the runner's back is noticed and restored whole, still right.
+    std::fs::remove_dir_all(p.path().join("tree")).unwrap();
+    std::fs::create_dir_all(p.path().join("tree/etc")).unwrap();
+    std::fs::write(p.path().join("tree/etc/a"), "stale\n").unwrap();
+    p.run(&["build"]).ok();
+
+    for f in ["tree", "tree.stamp", "tree.hot.tar"] {
+        assert!(p.path().join(f).exists(), "{f} missing before clean");
+    }
+    p.run(&["clean"]).ok();
+    for f in ["tree", "tree.stamp", "tree.hot.tar"] {
+        assert!(!p.path().join(f).exists(), "clean left {f}");
+    }
+}

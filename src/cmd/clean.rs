@@ -18,6 +18,7 @@ pub fn run(g: &Global, args: &CleanArgs) -> Result<()> {
     ];
     if !project.rootfs.starts_with(&project.build_dir) {
         targets.push(project.rootfs.clone());
+        targets.extend(crate::resync::files_beside(&project.rootfs));
     }
     if args.cache {
         targets.push(project.cache_dir.clone());
@@ -42,7 +43,12 @@ fn remove(p: &Path, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let size = du(p);
-    std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+    let gone = if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    };
+    gone.with_context(|| format!("removing {}", p.display()))?;
     if !quiet {
         println!("removed {} ({} MiB)", p.display(), size >> 20);
     }
