@@ -216,10 +216,14 @@ pub fn require<'a>(phases: impl IntoIterator<Item = (&'a str, &'a Header)>) -> a
     }
     let lines: Vec<String> = missing
         .iter()
-        .map(|(ph, t)| match ph.contains(' ') {
-            // Not a phase: the runner's own needs ("the phase cache").
-            true => format!("  {ph} needs `{t}`"),
-            false => format!("  phase {ph} needs `{t}`"),
+        .map(|(ph, t)| {
+            // The runner's own needs ("the phase cache") are not a phase.
+            let who = if ph.contains(' ') {
+                ph.clone()
+            } else {
+                format!("phase {ph}")
+            };
+            format!("  {who} needs `{t}`")
         })
         .collect();
     let names: Vec<&str> = missing.iter().flat_map(|(_, t)| t.split('|').take(1)).collect();
