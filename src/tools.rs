@@ -195,13 +195,14 @@ pub fn is_optional(group: &[String]) -> bool {
     group.iter().any(|t| t.ends_with('?'))
 }
 
-/// Every (phase, tool group) whose tools are all missing; checked before anything runs.
-pub fn missing<'a>(phases: impl IntoIterator<Item = (&'a str, &'a Header)>) -> Vec<(String, String)> {
+/// Every (who, tool group) whose tools are all missing; checked before anything runs. `who`
+/// says what needs them: `phase 50-verity`, `the phase cache`, `sysext/build-sysext.sh`.
+pub fn missing<'a>(needs: impl IntoIterator<Item = (String, &'a Header)>) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for (id, header) in phases {
+    for (who, header) in needs {
         for group in &header.tools {
             if !is_optional(group) && resolve(group).is_none() {
-                out.push((id.to_string(), group.join("|")));
+                out.push((who.clone(), group.join("|")));
             }
         }
     }
@@ -209,22 +210,14 @@ pub fn missing<'a>(phases: impl IntoIterator<Item = (&'a str, &'a Header)>) -> V
 }
 
 /// Fails, before anything runs, if a tool some step needs is missing.
-pub fn require<'a>(phases: impl IntoIterator<Item = (&'a str, &'a Header)>) -> anyhow::Result<()> {
-    let missing = missing(phases);
+pub fn require<'a>(needs: impl IntoIterator<Item = (String, &'a Header)>) -> anyhow::Result<()> {
+    let missing = missing(needs);
     if missing.is_empty() {
         return Ok(());
     }
     let lines: Vec<String> = missing
         .iter()
-        .map(|(ph, t)| {
-            // The runner's own needs ("the phase cache") are not a phase.
-            let who = if ph.contains(' ') {
-                ph.clone()
-            } else {
-                format!("phase {ph}")
-            };
-            format!("  {who} needs `{t}`")
-        })
+        .map(|(who, t)| format!("  {who} needs `{t}`"))
         .collect();
     let names: Vec<&str> = missing.iter().flat_map(|(_, t)| t.split('|').take(1)).collect();
     anyhow::bail!(

@@ -30,8 +30,8 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     tools::require(
         phases
             .iter()
-            .map(|p| (p.id.as_str(), &p.header))
-            .chain(caching.then_some(("the phase cache", &cache_tools))),
+            .map(|p| (format!("phase {}", p.id), &p.header))
+            .chain(caching.then_some(("the phase cache".to_string(), &cache_tools))),
     )?;
     for d in [&project.build_dir, &project.cache_dir, &project.rootfs] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;

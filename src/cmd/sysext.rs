@@ -48,7 +48,7 @@ pub fn run(g: &Global, args: &SysextArgs, style: Style) -> Result<()> {
     }
     let script = dir.join("build-sysext.sh");
     let text = std::fs::read_to_string(&script).with_context(|| format!("reading {}", script.display()))?;
-    tools::require([("build-sysext.sh", &Header::parse(&text))])?;
+    tools::require([("sysext/build-sysext.sh".to_string(), &Header::parse(&text))])?;
 
     std::fs::create_dir_all(project.output.join("logs")).context("creating the output directory")?;
     let _lock = Lock::acquire(&project.lock_path(), &project.output)?;
