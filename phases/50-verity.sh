@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Seals the rootfs: a compressed read-only image (squashfs or erofs) and its dm-verity hash
 # tree. Salt and UUIDs come from the image id and version, so equal inputs give equal bytes.
-# Tools: veritysetup mksquashfs|mkfs.erofs
+# Tools: veritysetup mkfs.erofs?
 # Inputs: IMAGE_ID IMAGE_VERSION ROOT_FORMAT ROOT_ZSTD_LEVEL
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -13,11 +13,17 @@ rm -f "$img" "$verity"
 seed=$(printf '%s %s' "$IMAGE_ID" "$IMAGE_VERSION" | sha256sum | cut -c1-64)
 case "$ROOT_FORMAT" in
     squashfs)
-        # mksquashfs takes SOURCE_DATE_EPOCH from the environment for every timestamp.
-        mksquashfs "$ROOTFS" "$img" -noappend -comp zstd -Xcompression-level "$ROOT_ZSTD_LEVEL" -quiet \
-            -e boot/loisto-initrd.img
+        # The runner's squashfs writer keeps the last image's compressed blocks in the block
+        # cache, so after a small change only the changed blocks are compressed again; the image
+        # is the same as without the cache. SOURCE_DATE_EPOCH sets every timestamp. To use
+        # squashfs-tools instead (same tree, other block layout):
+        #   mksquashfs "$ROOTFS" "$img" -noappend -comp zstd -Xcompression-level "$ROOT_ZSTD_LEVEL" \
+        #       -e boot/loisto-initrd.img
+        "$LOISTO_IMAGE" squashfs "$ROOTFS" "$img" --level "$ROOT_ZSTD_LEVEL" \
+            --exclude boot/loisto-initrd.img --block-cache "$CACHE_DIR/squashfs-blocks"
         ;;
     erofs)
+        command -v mkfs.erofs >/dev/null || { echo "ROOT_FORMAT=erofs needs mkfs.erofs (erofs-utils)" >&2; exit 1; }
         mkfs.erofs -zlz4hc -T "$SOURCE_DATE_EPOCH" -U "$(hex_to_uuid "${seed:0:32}")" \
             --exclude-path=boot/loisto-initrd.img "$img" "$ROOTFS"
         ;;

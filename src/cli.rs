@@ -93,6 +93,18 @@ pub enum Command {
     /// Build systemd-sysext images from sysext/NAME.conf against the last build's rootfs.
     #[command(after_help = "Examples:\n  loisto-image sysext\n  loisto-image sysext gpu-mesa -v")]
     Sysext(SysextArgs),
+    /// Write a squashfs image (zstd) of a tree, taking unchanged blocks from the last image.
+    #[command(
+        long_about = "Write a squashfs image (zstd) of a tree, taking unchanged blocks from the last image.\n\n\
+        The result is what the kernel mounts and what mksquashfs would write for the same tree, \
+        except for layout choices (fragment packing, inode order). With --block-cache, every data and \
+        fragment block is remembered by the SHA-256 of its bytes: the next run compresses only blocks \
+        whose bytes changed and writes the same image a run without the cache writes. \
+        SOURCE_DATE_EPOCH (or --mtime) sets every timestamp.",
+        after_help = "Examples:\n  loisto-image squashfs build/rootfs root.squashfs --level 15\n  \
+        loisto-image squashfs \"$ROOTFS\" \"$img\" --exclude boot/initrd.img --block-cache \"$CACHE_DIR/squashfs-blocks\""
+    )]
+    Squashfs(SquashfsArgs),
     /// Remove build results (output, staging, build dir); --cache also the snapshots.
     #[command(after_help = "Examples:\n  loisto-image clean\n  loisto-image clean --cache")]
     Clean(CleanArgs),
@@ -246,6 +258,29 @@ pub struct BundleArgs {
 pub struct SysextArgs {
     /// Extensions to build [default: every sysext/*.conf].
     pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SquashfsArgs {
+    /// Directory to pack.
+    pub source: PathBuf,
+    /// Image file to write (replaced only when the new one is complete).
+    pub output: PathBuf,
+    /// zstd level, 1-22.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: i32,
+    /// Data block size in bytes (a power of two from 4096 to 1048576).
+    #[arg(long, default_value_t = 131072)]
+    pub block_size: u32,
+    /// Leave out this path, relative to SOURCE (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub exclude: Vec<PathBuf>,
+    /// Remember compressed blocks in DIR and take unchanged ones from it.
+    #[arg(long, value_name = "DIR")]
+    pub block_cache: Option<PathBuf>,
+    /// Timestamp for every inode and the superblock [default: the files' own, and now].
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECS")]
+    pub mtime: Option<u32>,
 }
 
 #[derive(Debug, Args)]

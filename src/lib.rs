@@ -16,6 +16,7 @@ pub mod reproducible;
 pub mod resync;
 pub mod runner;
 pub mod signals;
+pub mod squashfs;
 pub mod staging;
 pub mod tools;
 pub mod ui;
@@ -41,6 +42,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Bundle(a) => cmd::bundle::run(g, a),
         Command::Sysext(a) => cmd::sysext::run(g, a, style),
         Command::Clean(a) => cmd::clean::run(g, a),
+        Command::Squashfs(a) => cmd::squashfs::run(a),
         Command::Vm(a) => cmd::vm::run(g, a),
         Command::Completions(a) => cmd::completions::run(a),
         Command::Man => cmd::man::run(),

@@ -28,6 +28,9 @@ pub fn base(project: &Project, output: &Path, sde: u64) -> Vec<(String, String)>
     set("BUILD_DIR", path(&project.build_dir));
     set("CACHE_DIR", path(&project.cache_dir));
     set("SOURCE_DATE_EPOCH", sde.to_string());
+    // Phases call the runner's own tools (`squashfs`) through this, whatever PATH says.
+    let me = std::env::current_exe().map_or_else(|_| "loisto-image".into(), |p| path(&p));
+    set("LOISTO_IMAGE", me);
     set(
         "PATH",
         std::env::var("PATH")

@@ -13,6 +13,7 @@ pub const RESERVED: &[&str] = &[
     "TERM",
     "PHASE",
     "LOISTO_ENV",
+    "LOISTO_IMAGE",
     "PROJECT_DIR",
     "SCRIPT_DIR",
 ];

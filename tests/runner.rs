@@ -51,6 +51,7 @@ fn phases_get_the_documented_environment_and_nothing_else() {
         "IMAGE_ID",
         "IMAGE_VERSION",
         "LOISTO_ENV",
+        "LOISTO_IMAGE",
         "OUTPUT",
         "PATH",
         "PHASE",
@@ -72,6 +73,7 @@ fn phases_get_the_documented_environment_and_nothing_else() {
         format!("BUILD_DIR={root}/build"),
         format!("CACHE_DIR={root}/cache"),
         "PHASE=10-env".to_string(),
+        format!("LOISTO_IMAGE={}", env!("CARGO_BIN_EXE_loisto-image")),
         "SOURCE_DATE_EPOCH=1700000000".to_string(),
         "GREETING=hello world".to_string(),
     ] {

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod keys;
 pub mod man;
 pub mod plan;
+pub mod squashfs;
 pub mod sysext;
 pub mod verify;
 pub mod vm;

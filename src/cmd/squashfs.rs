@@ -1,0 +1,62 @@
+//! `loisto-image squashfs`: seal a tree into a squashfs image, reusing the last image's blocks.
+
+use crate::cli::SquashfsArgs;
+use crate::error::UsageError;
+use crate::squashfs::{self, Options};
+use anyhow::Result;
+use std::path::PathBuf;
+
+pub fn run(args: &SquashfsArgs) -> Result<()> {
+    if !args.source.is_dir() {
+        return Err(UsageError::new(format!("{} is not a directory", args.source.display())).into());
+    }
+    if !args.block_size.is_power_of_two() || !(4096..=1 << 20).contains(&args.block_size) {
+        return Err(UsageError::new(format!(
+            "--block-size {} is not a power of two from 4096 to 1048576",
+            args.block_size
+        ))
+        .into());
+    }
+    let excludes: Vec<PathBuf> = args
+        .exclude
+        .iter()
+        .map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf())
+        .collect();
+    let r = squashfs::write(&Options {
+        source: &args.source,
+        output: &args.output,
+        level: args.level,
+        block_size: args.block_size,
+        excludes: &excludes,
+        mtime: args.mtime,
+        cache: args.block_cache.as_deref(),
+    })?;
+    println!(
+        "{}: {} inodes, {} files ({} duplicates stored once), {} blocks + {} fragment blocks, \
+         {:.1} MiB in {:.1}s",
+        args.output.display(),
+        r.inodes,
+        r.files,
+        r.duplicates,
+        r.blocks,
+        r.fragments,
+        r.bytes as f64 / (1 << 20) as f64,
+        r.seconds
+    );
+    if args.block_cache.is_some() {
+        println!(
+            "block cache: {} blocks reused, {} compressed at zstd {}{}",
+            r.from_cache,
+            r.compressed,
+            args.level,
+            match r.damaged {
+                0 => String::new(),
+                n => format!(" ({n} cached blocks failed their checksum and were compressed again)"),
+            }
+        );
+    }
+    if let Some(note) = &r.cache_note {
+        eprintln!("block cache: {note}");
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Compressing blocks, and remembering the result between builds.
+//!
+//! zstd's output is a pure function of the input bytes, the level and the library version, so a
+//! block whose bytes were compressed before can be taken from the last build instead of being
+//! compressed again, and the image is the same byte for byte. The cache is two files: `pack`
+//! (compressed payloads, appended to) and `index` (key -> place in the pack, plus the SHA-256 of
+//! the payload, checked before every use). It holds the blocks of the last image written and is
+//! rewritten when more than half of the pack is blocks no image uses any more.
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// SHA-256 of a block's uncompressed bytes (fragment blocks: of their parts, see `plan`).
+pub type Key = [u8; 32];
+
+pub fn sha256(data: &[u8]) -> Key {
+    Sha256::digest(data).into()
+}
+
+/// A block as it goes into the image: compressed, or raw when compressing did not shrink it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub bytes: Vec<u8>,
+    pub raw: bool,
+}
+
+pub fn compress(data: &[u8], level: i32) -> Result<Stored> {
+    let packed = zstd::bulk::compress(data, level).context("zstd compression")?;
+    Ok(if packed.len() < data.len() {
+        Stored {
+            bytes: packed,
+            raw: false,
+        }
+    } else {
+        Stored {
+            bytes: data.to_vec(),
+            raw: true,
+        }
+    })
+}
+
+const INDEX: &str = "index";
+const PACK: &str = "pack";
+/// key, offset, length, raw flag, payload SHA-256.
+const RECORD: usize = 32 + 8 + 4 + 1 + 32;
+/// Rewrite the pack once dead payloads exceed the live ones by this much.
+const SLACK: u64 = 16 << 20;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    offset: u64,
+    len: u32,
+    raw: bool,
+    sum: Key,
+}
+
+pub struct BlockCache {
+    dir: PathBuf,
+    header: String,
+    pack: Option<File>,
+    pack_len: u64,
+    index: HashMap<Key, Entry>,
+    /// Why the cache on disk was not used, if it was not.
+    pub dropped: Option<String>,
+    damaged: AtomicUsize,
+    slack: u64,
+}
+
+impl BlockCache {
+    /// Opens the cache in `dir` for blocks compressed at `level`. A missing, damaged or foreign
+    /// cache is an empty one (with the reason in `dropped`): the cache may only make builds faster.
+    pub fn open(dir: &Path, level: i32) -> BlockCache {
+        let header = format!(
+            "loisto-squashfs-blocks 1 zstd {} level {level}\n",
+            zstd::zstd_safe::version_string()
+        );
+        let mut cache = BlockCache {
+            dir: dir.to_path_buf(),
+            header,
+            pack: None,
+            pack_len: 0,
+            index: HashMap::new(),
+            dropped: None,
+            damaged: AtomicUsize::new(0),
+            slack: SLACK,
+        };
+        match cache.load() {
+            Ok(()) => {}
+            Err(e) => {
+                cache.index.clear();
+                cache.pack = None;
+                cache.dropped = Some(format!("{e:#}"));
+            }
+        }
+        cache
+    }
+
+    fn load(&mut self) -> Result<()> {
+        let index_path = self.dir.join(INDEX);
+        let data = match std::fs::read(&index_path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", index_path.display())),
+        };
+        let Some(records) = data.strip_prefix(self.header.as_bytes()) else {
+            bail!(
+                "{} was written for another zstd version or level",
+                index_path.display()
+            );
+        };
+        if records.len() % RECORD != 0 {
+            bail!("{} is truncated", index_path.display());
+        }
+        let pack_path = self.dir.join(PACK);
+        let pack = File::open(&pack_path).with_context(|| format!("opening {}", pack_path.display()))?;
+        self.pack_len = pack.metadata()?.len();
+        for r in records.chunks_exact(RECORD) {
+            let key: Key = r[..32].try_into().expect("32 bytes");
+            let entry = Entry {
+                offset: u64::from_le_bytes(r[32..40].try_into().expect("8 bytes")),
+                len: u32::from_le_bytes(r[40..44].try_into().expect("4 bytes")),
+                raw: r[44] != 0,
+                sum: r[45..77].try_into().expect("32 bytes"),
+            };
+            if entry.offset + entry.len as u64 > self.pack_len {
+                bail!(
+                    "{} points past the end of {}",
+                    index_path.display(),
+                    pack_path.display()
+                );
+            }
+            self.index.insert(key, entry);
+        }
+        self.pack = Some(pack);
+        Ok(())
+    }
+
+    /// The stored form of the block with this key, if the cache has it intact.
+    pub fn get(&self, key: &Key) -> Option<Stored> {
+        let entry = self.index.get(key)?;
+        let mut bytes = vec![0; entry.len as usize];
+        let read = self.pack.as_ref()?.read_exact_at(&mut bytes, entry.offset);
+        if read.is_err() || sha256(&bytes) != entry.sum {
+            self.damaged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Stored {
+            bytes,
+            raw: entry.raw,
+        })
+    }
+
+    /// Cached blocks that failed their checksum (and were compressed again).
+    pub fn damaged(&self) -> usize {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
+    /// Keeps exactly `blocks` (the ones the image just written uses) for the next build.
+    pub fn save(mut self, blocks: &[(Key, &Stored)]) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let mut live: HashMap<Key, Entry> = HashMap::new();
+        let mut fresh: Vec<(Key, &Stored)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for &(key, stored) in blocks {
+            if !seen.insert(key) {
+                continue;
+            }
+            match self.index.get(&key) {
+                Some(e)
+                    if self.pack.is_some() && e.raw == stored.raw && e.len as usize == stored.bytes.len() =>
+                {
+                    live.insert(key, *e);
+                }
+                _ => fresh.push((key, stored)),
+            }
+        }
+        let live_bytes: u64 = live.values().map(|e| e.len as u64).sum();
+        let fresh_bytes: u64 = fresh.iter().map(|(_, s)| s.bytes.len() as u64).sum();
+        let pack_path = self.dir.join(PACK);
+        if self.pack.is_some() && self.pack_len + fresh_bytes <= 2 * (live_bytes + fresh_bytes) + self.slack {
+            let mut pack = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&pack_path)
+                .with_context(|| format!("opening {}", pack_path.display()))?;
+            let mut offset = self.pack_len;
+            for (key, stored) in fresh {
+                pack.write_all(&stored.bytes)
+                    .with_context(|| format!("writing {}", pack_path.display()))?;
+                live.insert(key, entry_for(stored, offset));
+                offset += stored.bytes.len() as u64;
+            }
+        } else {
+            // Start over with only the blocks in use: the old payloads are dropped here.
+            live.clear();
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            let mut offset = 0;
+            seen.clear();
+            for &(key, stored) in blocks {
+                if seen.insert(key) {
+                    tmp.write_all(&stored.bytes)?;
+                    live.insert(key, entry_for(stored, offset));
+                    offset += stored.bytes.len() as u64;
+                }
+            }
+            self.pack = None;
+            tmp.persist(&pack_path)
+                .with_context(|| format!("writing {}", pack_path.display()))?;
+        }
+        let mut keys: Vec<&Key> = live.keys().collect();
+        keys.sort();
+        let mut index = self.header.clone().into_bytes();
+        for key in keys {
+            let e = &live[key];
+            index.extend_from_slice(key);
+            index.extend_from_slice(&e.offset.to_le_bytes());
+            index.extend_from_slice(&e.len.to_le_bytes());
+            index.push(e.raw as u8);
+            index.extend_from_slice(&e.sum);
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(&index)?;
+        tmp.persist(self.dir.join(INDEX))
+            .with_context(|| format!("writing {}", self.dir.join(INDEX).display()))?;
+        Ok(())
+    }
+}
+
+fn entry_for(stored: &Stored, offset: u64) -> Entry {
+    Entry {
+        offset,
+        len: stored.bytes.len() as u32,
+        raw: stored.raw,
+        sum: sha256(&stored.bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(seed: u8) -> (Key, Stored) {
+        let data: Vec<u8> = (0..4096u32).map(|i| (i as u8 / 16).wrapping_add(seed)).collect();
+        (sha256(&data), compress(&data, 3).unwrap())
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_raw() {
+        let noise: Vec<u8> = (0..128u32).flat_map(|i| sha256(&i.to_le_bytes())).collect();
+        let s = compress(&noise, 3).unwrap();
+        assert!(s.raw);
+        assert_eq!(s.bytes, noise);
+        assert!(!compress(&[0; 4096], 3).unwrap().raw);
+    }
+
+    #[test]
+    fn keeps_what_the_last_image_used_and_refuses_damaged_payloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ka, a) = block(1);
+        let (kb, b) = block(2);
+        let (kc, c) = block(3);
+        BlockCache::open(dir.path(), 3)
+            .save(&[(ka, &a), (kb, &b)])
+            .unwrap();
+
+        let cache = BlockCache::open(dir.path(), 3);
+        assert_eq!(cache.dropped, None);
+        assert_eq!(cache.get(&ka), Some(a.clone()));
+        assert_eq!(cache.get(&kc), None);
+        cache.save(&[(kb, &b), (kc, &c)]).unwrap();
+
+        let cache = BlockCache::open(dir.path(), 3);
+        assert_eq!(
+            cache.get(&ka),
+            None,
+            "a block the last image did not use is forgotten"
+        );
+        assert_eq!(cache.get(&kc), Some(c.clone()));
+        assert_eq!(cache.damaged(), 0);
+
+        // Flip one byte of b's payload: the checksum catches it.
+        let pack = dir.path().join(PACK);
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let at = cache.index[&kb].offset as usize;
+        bytes[at] ^= 0xff;
+        std::fs::write(&pack, bytes).unwrap();
+        let cache = BlockCache::open(dir.path(), 3);
+        assert_eq!(cache.get(&kb), None);
+        assert_eq!(cache.damaged(), 1);
+        assert_eq!(cache.get(&kc), Some(c));
+
+        let other = BlockCache::open(dir.path(), 4);
+        assert!(other.dropped.unwrap().contains("another zstd version or level"));
+        assert_eq!(other.index.len(), 0);
+    }
+
+    #[test]
+    fn the_pack_is_rewritten_when_mostly_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<(Key, Stored)> = (0..40).map(block).collect();
+        let refs = |r: std::ops::Range<usize>| -> Vec<(Key, &Stored)> {
+            blocks[r].iter().map(|(k, s)| (*k, s)).collect()
+        };
+        BlockCache::open(dir.path(), 3).save(&refs(0..20)).unwrap();
+        let first = std::fs::metadata(dir.path().join(PACK)).unwrap().len();
+        BlockCache::open(dir.path(), 3).save(&refs(20..40)).unwrap();
+        let appended = std::fs::metadata(dir.path().join(PACK)).unwrap().len();
+        assert!(appended > first, "a pack within its slack is appended to");
+        let cache = BlockCache::open(dir.path(), 3);
+        assert!(
+            refs(20..40)
+                .iter()
+                .all(|(k, s)| cache.get(k).as_ref() == Some(*s))
+        );
+
+        let mut cache = BlockCache::open(dir.path(), 3);
+        cache.slack = 0;
+        cache.save(&refs(30..40)).unwrap();
+        let rewritten = std::fs::metadata(dir.path().join(PACK)).unwrap().len();
+        assert!(
+            rewritten < first,
+            "{rewritten} >= {first}: dead payloads were kept"
+        );
+        let cache = BlockCache::open(dir.path(), 3);
+        assert!(
+            refs(30..40)
+                .iter()
+                .all(|(k, s)| cache.get(k).as_ref() == Some(*s))
+        );
+        assert_eq!(cache.get(&blocks[20].0), None);
+    }
+}

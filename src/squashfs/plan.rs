@@ -1,0 +1,255 @@
+//! What goes where in the data area: every regular file's blocks by content hash, identical
+//! files stored once, and file tails packed into fragment blocks.
+//!
+//! Fragments are packed so that an edit touches few of them: the list of tails is cut into runs
+//! after every file whose path hashes to 0 mod [`CUT_EVERY`], and each run is packed on its own.
+//! A file that grows or shrinks therefore moves the tails of its own run only, where mksquashfs's
+//! single stream would shift (and recompress) every fragment after it.
+
+use super::blocks::{Key, sha256};
+use super::tree::{Kind, Tree};
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+
+/// Expected number of tails in one run of fragments.
+const CUT_EVERY: u16 = 16;
+
+pub struct FileData {
+    pub node: usize,
+    pub size: u64,
+    /// Keys of the full blocks.
+    pub blocks: Vec<Key>,
+    /// Key and length of the last, partial block, which goes into a fragment.
+    pub tail: Option<(Key, u32)>,
+    /// An earlier file with the same bytes, whose blocks this one shares.
+    pub same_as: Option<usize>,
+}
+
+pub struct Fragment {
+    /// (file, offset of its tail in the fragment block)
+    pub parts: Vec<(usize, u32)>,
+    pub len: u32,
+    pub key: Key,
+}
+
+pub struct Plan {
+    pub files: Vec<FileData>,
+    pub fragments: Vec<Fragment>,
+    /// Per file: (fragment, offset) of its tail.
+    pub tail_at: Vec<Option<(u32, u32)>>,
+}
+
+pub fn plan(tree: &Tree, block_size: u32) -> Result<Plan> {
+    let nodes: Vec<(usize, u64)> = tree
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match n.kind {
+            Kind::File { size } => Some((i, size)),
+            _ => None,
+        })
+        .collect();
+    let mut files = super::parallel::map(nodes.len(), |i| {
+        let (node, size) = nodes[i];
+        hash_file(tree, node, size, block_size)
+    })?;
+    let mut first: HashMap<Key, usize> = HashMap::new();
+    for (i, f) in files.iter_mut().enumerate() {
+        let mut h = Sha256::new();
+        h.update(f.size.to_le_bytes());
+        f.blocks.iter().for_each(|k| h.update(k));
+        if let Some((k, _)) = &f.tail {
+            h.update(k);
+        }
+        let id: Key = h.finalize().into();
+        let earlier = *first.entry(id).or_insert(i);
+        if earlier != i && f.size > 0 {
+            f.same_as = Some(earlier);
+        }
+    }
+    let (fragments, tail_at) = pack_fragments(tree, &files, block_size);
+    Ok(Plan {
+        files,
+        fragments,
+        tail_at,
+    })
+}
+
+fn hash_file(tree: &Tree, node: usize, size: u64, block_size: u32) -> Result<FileData> {
+    let path = tree.path(node);
+    let changed = || {
+        format!(
+            "{} changed while it was read (it had {size} bytes)",
+            path.display()
+        )
+    };
+    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; block_size as usize];
+    let mut blocks = Vec::with_capacity((size / block_size as u64) as usize);
+    for _ in 0..size / block_size as u64 {
+        file.read_exact(&mut buf).with_context(changed)?;
+        blocks.push(sha256(&buf));
+    }
+    let tail_len = (size % block_size as u64) as usize;
+    let mut tail = None;
+    if tail_len > 0 {
+        file.read_exact(&mut buf[..tail_len]).with_context(changed)?;
+        tail = Some((sha256(&buf[..tail_len]), tail_len as u32));
+    }
+    if file.read(&mut buf[..1]).with_context(changed)? != 0 {
+        bail!(changed());
+    }
+    Ok(FileData {
+        node,
+        size,
+        blocks,
+        tail,
+        same_as: None,
+    })
+}
+
+fn pack_fragments(
+    tree: &Tree,
+    files: &[FileData],
+    block_size: u32,
+) -> (Vec<Fragment>, Vec<Option<(u32, u32)>>) {
+    let mut fragments = Vec::new();
+    let mut tail_at = vec![None; files.len()];
+    let mut parts: Vec<(usize, u32)> = Vec::new();
+    let mut len = 0u32;
+    let mut close = |parts: &mut Vec<(usize, u32)>, len: &mut u32| {
+        if parts.is_empty() {
+            return;
+        }
+        // The parts' own keys name the block's bytes without reading them again.
+        let mut h = Sha256::new();
+        h.update(b"loisto-fragment\0");
+        for &(f, _) in parts.iter() {
+            let (key, n) = files[f].tail.expect("a part is a tail");
+            h.update(n.to_le_bytes());
+            h.update(key);
+        }
+        for &(f, offset) in parts.iter() {
+            tail_at[f] = Some((fragments.len() as u32, offset));
+        }
+        fragments.push(Fragment {
+            parts: std::mem::take(parts),
+            len: std::mem::take(len),
+            key: h.finalize().into(),
+        });
+    };
+    for (i, f) in files.iter().enumerate() {
+        let Some((_, n)) = f.tail else { continue };
+        if f.same_as.is_some() {
+            continue;
+        }
+        if len + n > block_size {
+            close(&mut parts, &mut len);
+        }
+        parts.push((i, len));
+        len += n;
+        let h = sha256(tree.nodes[f.node].rel.as_os_str().as_bytes());
+        if u16::from_le_bytes([h[0], h[1]]).is_multiple_of(CUT_EVERY) {
+            close(&mut parts, &mut len);
+        }
+    }
+    close(&mut parts, &mut len);
+    (fragments, tail_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_of(files: &[(&str, usize)]) -> (tempfile::TempDir, Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, size) in files {
+            let seed = sha256(name.as_bytes());
+            let data: Vec<u8> = (0..*size).map(|i| seed[i % 32] ^ (i / 32) as u8).collect();
+            std::fs::write(dir.path().join(name), data).unwrap();
+        }
+        let tree = Tree::walk(dir.path(), &[], Some(0)).unwrap();
+        (dir, tree)
+    }
+
+    #[test]
+    fn blocks_tails_and_duplicates() {
+        let (_d, tree) = tree_of(&[
+            ("a", 10_000),
+            ("b", 4096 * 2 + 5),
+            ("c", 10_000),
+            ("d", 0),
+            ("e", 8192),
+        ]);
+        let p = plan(&tree, 4096).unwrap();
+        let by_name = |n: &str| {
+            p.files
+                .iter()
+                .position(|f| tree.nodes[f.node].name == n.as_bytes())
+                .unwrap()
+        };
+        let (a, b, c, d, e) = (
+            by_name("a"),
+            by_name("b"),
+            by_name("c"),
+            by_name("d"),
+            by_name("e"),
+        );
+        assert_eq!(p.files[a].blocks.len(), 2);
+        assert_eq!(p.files[a].tail.unwrap().1, 10_000 - 8192);
+        assert_eq!(p.files[b].tail.unwrap().1, 5);
+        assert_eq!(p.files[c].same_as, None, "c's bytes differ from a's");
+        assert_eq!(p.files[d].tail, None);
+        assert_eq!(p.files[e].tail, None);
+        assert!(p.tail_at[a].is_some() && p.tail_at[b].is_some() && p.tail_at[d].is_none());
+        for frag in &p.fragments {
+            assert!(frag.len <= 4096);
+        }
+    }
+
+    #[test]
+    fn identical_files_share_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), vec![7u8; 5000]).unwrap();
+        std::fs::write(dir.path().join("y"), vec![7u8; 5000]).unwrap();
+        let tree = Tree::walk(dir.path(), &[], Some(0)).unwrap();
+        let p = plan(&tree, 4096).unwrap();
+        assert_eq!(p.files[1].same_as, Some(0));
+        assert_eq!(p.tail_at[1], None, "the copy's tail is not packed twice");
+        assert_eq!(p.fragments.iter().map(|f| f.parts.len()).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn a_resized_tail_moves_only_its_own_run() {
+        let names: Vec<String> = (0..400).map(|i| format!("f{i:03}")).collect();
+        let sized = |grow: &str| -> Vec<(String, usize)> {
+            names
+                .iter()
+                .map(|n| (n.clone(), if n == grow { 900 } else { 300 }))
+                .collect()
+        };
+        let keys = |grow: &str| -> Vec<Key> {
+            let files = sized(grow);
+            let refs: Vec<(&str, usize)> = files.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+            let (_d, tree) = tree_of(&refs);
+            plan(&tree, 4096)
+                .unwrap()
+                .fragments
+                .iter()
+                .map(|f| f.key)
+                .collect()
+        };
+        let before = keys("none");
+        let after = keys("f200");
+        let changed = after.iter().filter(|k| !before.contains(k)).count();
+        assert!(before.len() > 20);
+        assert!(
+            changed <= 3,
+            "{changed} of {} fragment blocks changed",
+            after.len()
+        );
+    }
+}

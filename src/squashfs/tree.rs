@@ -1,0 +1,221 @@
+//! The source tree as the image will hold it: entries sorted by name (squashfs looks names up in
+//! that order), hard links inside the tree folded into one inode, excluded paths left out.
+
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// squashfs stores a name's length minus one in 8 bits as far as the kernel is concerned.
+const MAX_NAME: usize = 256;
+
+pub enum Kind {
+    /// Children, sorted by name.
+    Dir(Vec<usize>),
+    File {
+        size: u64,
+    },
+    /// Another name for the regular file at this node.
+    Link(usize),
+    Symlink(Vec<u8>),
+    Block(u64),
+    Char(u64),
+    Fifo,
+    Socket,
+}
+
+pub struct Node {
+    pub name: Vec<u8>,
+    /// Relative to the tree's root (empty for the root).
+    pub rel: PathBuf,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u32,
+    pub kind: Kind,
+}
+
+pub struct Tree {
+    pub root: PathBuf,
+    /// `nodes[0]` is the root directory.
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Reads `root` without following symlinks. `mtime` replaces every timestamp when set.
+    pub fn walk(root: &Path, excludes: &[PathBuf], mtime: Option<u32>) -> Result<Tree> {
+        let mut walk = Walk {
+            tree: Tree {
+                root: root.to_path_buf(),
+                nodes: Vec::new(),
+            },
+            excludes,
+            mtime,
+            links: HashMap::new(),
+        };
+        walk.add(PathBuf::new(), Vec::new())?;
+        if !matches!(walk.tree.nodes[0].kind, Kind::Dir(_)) {
+            bail!("{} is not a directory", root.display());
+        }
+        Ok(walk.tree)
+    }
+
+    pub fn path(&self, node: usize) -> PathBuf {
+        self.root.join(&self.nodes[node].rel)
+    }
+
+    /// The node that carries the inode: a hard link's first name, else the node itself.
+    pub fn inode_of(&self, node: usize) -> usize {
+        match self.nodes[node].kind {
+            Kind::Link(first) => first,
+            _ => node,
+        }
+    }
+
+    pub fn children(&self, node: usize) -> &[usize] {
+        match &self.nodes[node].kind {
+            Kind::Dir(c) => c,
+            _ => &[],
+        }
+    }
+
+    pub fn is_dir(&self, node: usize) -> bool {
+        matches!(self.nodes[node].kind, Kind::Dir(_))
+    }
+}
+
+struct Walk<'a> {
+    tree: Tree,
+    excludes: &'a [PathBuf],
+    mtime: Option<u32>,
+    links: HashMap<(u64, u64), usize>,
+}
+
+impl Walk<'_> {
+    fn add(&mut self, rel: PathBuf, name: Vec<u8>) -> Result<usize> {
+        let path = self.tree.root.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if has_xattrs(&path)? {
+            bail!(
+                "{} has extended attributes, which loisto-image's squashfs writer does not store; \
+                 remove them or seal the tree with mksquashfs (see phases/50-verity.sh)",
+                path.display()
+            );
+        }
+        let index = self.tree.nodes.len();
+        self.tree.nodes.push(Node {
+            name,
+            rel: rel.clone(),
+            mode: (meta.mode() & 0o7777) as u16,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime: self
+                .mtime
+                .unwrap_or_else(|| meta.mtime().clamp(0, u32::MAX as i64) as u32),
+            kind: Kind::Fifo,
+        });
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir(self.add_children(&rel, &path)?)
+        } else if ft.is_file() {
+            let first = (meta.nlink() > 1)
+                .then(|| *self.links.entry((meta.dev(), meta.ino())).or_insert(index))
+                .filter(|&first| first != index);
+            match first {
+                Some(first) => Kind::Link(first),
+                None => Kind::File { size: meta.size() },
+            }
+        } else if ft.is_symlink() {
+            let target =
+                std::fs::read_link(&path).with_context(|| format!("reading link {}", path.display()))?;
+            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+        } else if ft.is_block_device() {
+            Kind::Block(meta.rdev())
+        } else if ft.is_char_device() {
+            Kind::Char(meta.rdev())
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_socket() {
+            Kind::Socket
+        } else {
+            bail!("{}: unknown file type", path.display());
+        };
+        self.tree.nodes[index].kind = kind;
+        Ok(index)
+    }
+
+    fn add_children(&mut self, rel: &Path, path: &Path) -> Result<Vec<usize>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path).with_context(|| format!("listing {}", path.display()))? {
+            let entry = entry.with_context(|| format!("listing {}", path.display()))?;
+            names.push(entry.file_name().as_bytes().to_vec());
+        }
+        names.sort();
+        let mut children = Vec::with_capacity(names.len());
+        for name in names {
+            let child = rel.join(std::ffi::OsStr::from_bytes(&name));
+            if self.excludes.iter().any(|e| e == &child) {
+                continue;
+            }
+            if name.len() > MAX_NAME {
+                bail!(
+                    "{}: the name is {} bytes long; squashfs allows {MAX_NAME}",
+                    self.tree.root.join(&child).display(),
+                    name.len()
+                );
+            }
+            children.push(self.add(child, name)?);
+        }
+        Ok(children)
+    }
+}
+
+fn has_xattrs(path: &Path) -> Result<bool> {
+    let c = CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")?;
+    // SAFETY: a NUL-terminated path and a zero-length buffer: the call only returns the size.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOTSUP) {
+            return Ok(false);
+        }
+        return Err(err).with_context(|| format!("listing extended attributes of {}", path.display()));
+    }
+    Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_by_bytes_folds_hard_links_and_leaves_out_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("b/sub")).unwrap();
+        std::fs::write(r.join("b/Z"), "z").unwrap();
+        std::fs::write(r.join("b/a"), "a").unwrap();
+        std::fs::hard_link(r.join("b/a"), r.join("b/sub/again")).unwrap();
+        std::fs::write(r.join("skip"), "").unwrap();
+        std::os::unix::fs::symlink("b/a", r.join("link")).unwrap();
+
+        let tree = Tree::walk(r, &[PathBuf::from("skip")], Some(7)).unwrap();
+        let names = |n: usize| -> Vec<String> {
+            tree.children(n)
+                .iter()
+                .map(|&c| String::from_utf8_lossy(&tree.nodes[c].name).into_owned())
+                .collect()
+        };
+        assert_eq!(names(0), ["b", "link"]);
+        let b = tree.children(0)[0];
+        assert_eq!(names(b), ["Z", "a", "sub"]);
+        let a = tree.children(b)[1];
+        let again = tree.children(tree.children(b)[2])[0];
+        assert_eq!(tree.inode_of(again), a);
+        assert!(matches!(tree.nodes[a].kind, Kind::File { size: 1 }));
+        assert!(matches!(&tree.nodes[tree.children(0)[1]].kind, Kind::Symlink(t) if t == b"b/a"));
+        assert!(tree.nodes.iter().all(|n| n.mtime == 7));
+    }
+}

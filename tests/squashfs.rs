@@ -1,0 +1,268 @@
+//! `loisto-image squashfs` against squashfs-tools' own reader: what unsquashfs extracts must be
+//! the tree we packed, and a rebuild from the block cache must equal a build without it.
+
+mod common;
+
+use common::{BIN, Run};
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn squashfs(args: &[&str]) -> Run {
+    Run(Command::new(BIN)
+        .arg("squashfs")
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Bytes that do not repeat, so blocks are distinct and compress a little.
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|i| {
+            if i % 3 == 0 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+            }
+            (x >> 56) as u8 & 0x3f
+        })
+        .collect()
+}
+
+fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mknod(c.as_ptr(), mode, dev) },
+        0,
+        "mknod {}",
+        path.display()
+    );
+}
+
+/// Every kind of entry squashfs has, with the awkward sizes and names.
+fn awkward_tree(root: &Path) {
+    let f = |rel: &str, bytes: Vec<u8>| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    };
+    for (i, size) in [0, 1, 4095, 131072, 131073, 3 * 131072 + 7].iter().enumerate() {
+        f(&format!("sizes/{size}"), data(i as u64, *size));
+    }
+    f("sizes/copy-of-131073", data(4, 131073));
+    f("links/a", data(9, 5000));
+    std::fs::create_dir_all(root.join("links/deeper")).unwrap();
+    std::fs::hard_link(root.join("links/a"), root.join("links/deeper/b")).unwrap();
+    std::fs::hard_link(root.join("links/a"), root.join("links/c")).unwrap();
+    std::os::unix::fs::symlink("../sizes/1", root.join("links/sym")).unwrap();
+    std::os::unix::fs::symlink("x".repeat(4000), root.join("links/long-target")).unwrap();
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    mknod(&root.join("dev/null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+    mknod(
+        &root.join("dev/big"),
+        libc::S_IFBLK | 0o600,
+        libc::makedev(259, 70000),
+    );
+    mknod(&root.join("dev/fifo"), libc::S_IFIFO | 0o644, 0);
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("dev/socket")).unwrap();
+    // 3000 entries with long names: a listing over 64 KiB (extended directory inode) and
+    // more than 256 entries per header.
+    for i in 0..3000 {
+        f(
+            &format!("many/{i:04}-{}", "n".repeat(40)),
+            format!("{i}").into_bytes(),
+        );
+    }
+    f("modes/setuid", b"#!/bin/sh\n".to_vec());
+    std::fs::set_permissions(root.join("modes/setuid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::create_dir_all(root.join("modes/sticky")).unwrap();
+    std::fs::set_permissions(root.join("modes/sticky"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    f("modes/owned", b"x".to_vec());
+    std::os::unix::fs::lchown(root.join("modes/owned"), Some(1000), Some(1001)).unwrap();
+    std::fs::create_dir_all(root.join("empty/dir")).unwrap();
+    f("left/out", b"excluded".to_vec());
+    f("left/in", b"kept".to_vec());
+}
+
+#[derive(Debug, PartialEq)]
+struct Seen {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    nlink: Option<u64>,
+}
+
+fn scan(root: &Path) -> HashMap<PathBuf, Seen> {
+    let mut out = HashMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let ft = m.file_type();
+        out.insert(
+            e.path().strip_prefix(root).unwrap().to_path_buf(),
+            Seen {
+                mode: m.mode(),
+                uid: m.uid(),
+                gid: m.gid(),
+                rdev: m.rdev(),
+                content: ft.is_file().then(|| std::fs::read(e.path()).unwrap()),
+                link: ft.is_symlink().then(|| std::fs::read_link(e.path()).unwrap()),
+                nlink: ft.is_file().then(|| m.nlink()),
+            },
+        );
+    }
+    out
+}
+
+#[test]
+fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    awkward_tree(&src);
+    let img = tmp.path().join("out.sqfs");
+    let run = squashfs(&[s(&src), s(&img), "--level", "3", "--exclude", "left/out"]);
+    run.ok();
+    assert!(
+        run.stdout().contains("(1 duplicates stored once)"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(
+        std::fs::metadata(&img).unwrap().len() % 4096,
+        0,
+        "padded to 4 KiB"
+    );
+
+    let back = tmp.path().join("back");
+    let st = Command::new("unsquashfs")
+        .arg("-d")
+        .arg(&back)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "unsquashfs: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::remove_file(src.join("left/out")).unwrap();
+    let (want, got) = (scan(&src), scan(&back));
+    let mut paths: Vec<&PathBuf> = want.keys().chain(got.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    for p in paths {
+        assert_eq!(want.get(p), got.get(p), "{}", p.display());
+    }
+    let ino = |rel: &str| back.join(rel).metadata().unwrap().ino();
+    assert_eq!(ino("links/a"), ino("links/deeper/b"), "hard links stay one inode");
+    assert_eq!(ino("links/a"), ino("links/c"));
+
+    // Every timestamp is SOURCE_DATE_EPOCH (2023-11-14 22:13:20 UTC).
+    let listing = Command::new("unsquashfs")
+        .args(["-lln", "-UTC"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let entries: Vec<&str> = listing.lines().filter(|l| l.contains("squashfs-root")).collect();
+    assert!(entries.len() > 3000);
+    assert!(
+        entries.iter().all(|l| l.contains("2023-11-14 22:13")),
+        "{listing}"
+    );
+}
+
+#[test]
+fn a_rebuild_compresses_only_changed_blocks_and_equals_a_build_without_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..600 {
+        let size = if i % 100 == 0 { 300_000 } else { 700 + i * 13 };
+        let p = src.join(format!("d{}/f{i:03}", i % 7));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data(i as u64, size)).unwrap();
+    }
+    let cache = tmp.path().join("cache");
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    let first = squashfs(&[s(&src), s(&a), "--block-cache", s(&cache)]);
+    first.ok();
+    assert!(
+        first.stdout().contains("block cache: 0 blocks reused"),
+        "{}",
+        first.stdout()
+    );
+
+    // One file grows a lot, one appears: only their fragment runs are compressed again (one
+    // stream of tails would move every fragment after the grown file).
+    std::fs::write(src.join("d0/f007"), data(1000, 60_000)).unwrap();
+    std::fs::write(src.join("d1/new"), b"new file").unwrap();
+    let again = squashfs(&[s(&src), s(&b), "--block-cache", s(&cache)]);
+    again.ok();
+    let out = again.stdout();
+    let line = out.lines().find(|l| l.starts_with("block cache:")).unwrap();
+    let numbers: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    let (reused, compressed) = (numbers[0], numbers[1]);
+    assert!(reused >= 20 && compressed <= 4, "{line}");
+
+    squashfs(&[s(&src), s(&c)]).ok();
+    assert!(
+        std::fs::read(&b).unwrap() == std::fs::read(&c).unwrap(),
+        "cached build differs from a clean one"
+    );
+
+    // A damaged pack: caught by the checksums, compressed again, same image.
+    let pack = cache.join("pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    for at in (0..bytes.len()).step_by(20_000) {
+        bytes[at] ^= 0x55;
+    }
+    std::fs::write(&pack, bytes).unwrap();
+    let d = tmp.path().join("d");
+    let healed = squashfs(&[s(&src), s(&d), "--block-cache", s(&cache)]);
+    healed.ok();
+    assert!(
+        healed.stdout().contains("cached blocks failed their checksum"),
+        "{}",
+        healed.stdout()
+    );
+    assert!(std::fs::read(&d).unwrap() == std::fs::read(&c).unwrap());
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_no_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("x.sqfs");
+    squashfs(&["/nonexistent/tree", s(&img)]).fails_with(2, "/nonexistent/tree is not a directory");
+    squashfs(&[s(tmp.path()), s(&img), "--block-size", "1000"]).fails_with(2, "power of two");
+
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("capable"), b"x").unwrap();
+    let c = std::ffi::CString::new(src.join("capable").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated name and path, a 1-byte value.
+    let set = unsafe { libc::lsetxattr(c.as_ptr(), c"user.test".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    if set == 0 {
+        squashfs(&[s(&src), s(&img)]).fails_with(1, "capable has extended attributes");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "src")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
