@@ -3,7 +3,8 @@
 # building the same Debian image (same packages, squashfs root with dm-verity, UKI, GPT via
 # systemd-repart). For each tool: a clean build, a rebuild after one overlay file changes,
 # and a rebuild with nothing changed; medians of RUNS runs, then output sizes. As a floor,
-# the time to compress and hash loisto's tree alone (mksquashfs + veritysetup).
+# the time to compress and hash loisto's tree alone (mksquashfs + veritysetup), and the same
+# with loisto-image's squashfs writer and no block cache.
 #
 #   bench/compare-mkosi.sh              # RUNS=3, CLEAN_RUNS=1, both tools
 #   TOOLS=loisto bench/compare-mkosi.sh # only loisto (mkosi's earlier results stay in the table)
@@ -68,6 +69,13 @@ bench_loisto() {
             mksquashfs '$p/build/rootfs' '$BENCH_DIR/floor.sqfs' -noappend -comp zstd -Xcompression-level $ZSTD_LEVEL \
                 -quiet -e boot/loisto-initrd.img &&
             veritysetup format '$BENCH_DIR/floor.sqfs' '$BENCH_DIR/floor.verity' > /dev/null"
+    done
+    # loisto's own squashfs writer with no block cache: what a clean build's sealing costs.
+    for _ in $(seq "$RUNS"); do
+        timed loisto writer-no-cache+hash bash -c "
+            '$bin' squashfs '$p/build/rootfs' '$BENCH_DIR/nocache.sqfs' --level $ZSTD_LEVEL \
+                --exclude boot/loisto-initrd.img &&
+            veritysetup format '$BENCH_DIR/nocache.sqfs' '$BENCH_DIR/nocache.verity' > /dev/null"
     done
     record loisto size-MiB "$(du -m --apparent-size "$p"/output/*.root.squashfs | cut -f1)"
     record loisto disk-MiB-allocated "$(du -m "$p"/output/*.img | cut -f1)"

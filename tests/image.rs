@@ -611,6 +611,14 @@ fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
     assert!(log.contains("restored from snapshot"), "{log}");
     let log = std::fs::read_to_string(b.output.join("logs/18-strip.log")).unwrap();
     assert!(log.contains("resynced"), "{log}");
+    // Sealing took the unchanged blocks from the last image and compressed only a few.
+    let log = std::fs::read_to_string(b.output.join("logs/50-verity.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("block cache: "))
+        .unwrap_or_else(|| panic!("{log}"));
+    let counts: Vec<usize> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert!(counts[0] > 1000 && counts[1] <= 10, "{line}");
     let report = r.stdout();
     assert!(
         report.contains("all ") && report.contains("artifacts are identical"),
