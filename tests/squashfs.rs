@@ -135,8 +135,22 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
     let src = tmp.path().join("src");
     awkward_tree(&src);
     let img = tmp.path().join("out.sqfs");
-    let run = squashfs(&[s(&src), s(&img), "--level", "3", "--exclude", "left/out"]);
+    let run = squashfs(&[
+        s(&src),
+        s(&img),
+        "--level",
+        "3",
+        "--exclude",
+        "/left/out",
+        "--exclude",
+        "no/such",
+    ]);
     run.ok();
+    assert!(
+        run.stderr().contains("--exclude no/such matched nothing"),
+        "{}",
+        run.stderr()
+    );
     assert!(
         run.stdout().contains("(1 duplicates stored once)"),
         "{}",

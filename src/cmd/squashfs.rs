@@ -1,22 +1,11 @@
 //! `loisto-image squashfs`: seal a tree into a squashfs image, reusing the last image's blocks.
 
 use crate::cli::SquashfsArgs;
-use crate::error::UsageError;
 use crate::squashfs::{self, Options};
 use anyhow::Result;
 use std::path::PathBuf;
 
 pub fn run(args: &SquashfsArgs) -> Result<()> {
-    if !args.source.is_dir() {
-        return Err(UsageError::new(format!("{} is not a directory", args.source.display())).into());
-    }
-    if !args.block_size.is_power_of_two() || !(4096..=1 << 20).contains(&args.block_size) {
-        return Err(UsageError::new(format!(
-            "--block-size {} is not a power of two from 4096 to 1048576",
-            args.block_size
-        ))
-        .into());
-    }
     let excludes: Vec<PathBuf> = args
         .exclude
         .iter()
@@ -53,6 +42,13 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
                 0 => String::new(),
                 n => format!(" ({n} cached blocks failed their checksum and were compressed again)"),
             }
+        );
+    }
+    for path in &r.unmatched {
+        eprintln!(
+            "warning: --exclude {} matched nothing in {}",
+            path.display(),
+            args.source.display()
         );
     }
     if let Some(note) = &r.cache_note {

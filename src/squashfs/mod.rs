@@ -17,6 +17,7 @@ mod parallel;
 mod plan;
 mod tree;
 
+use crate::error::UsageError;
 use anyhow::{Context, Result, bail};
 use blocks::{BlockCache, Key, Stored, compress, sha256};
 use inode::{FileLoc, NONE};
@@ -61,6 +62,8 @@ pub struct Report {
     pub damaged: usize,
     /// Why the block cache was not used (or could not be saved).
     pub cache_note: Option<String>,
+    /// `--exclude` paths that matched nothing.
+    pub unmatched: Vec<PathBuf>,
     pub bytes: u64,
     pub seconds: f64,
 }
@@ -73,10 +76,14 @@ enum Job {
 pub fn write(o: &Options) -> Result<Report> {
     let started = Instant::now();
     if !(4096..=1 << 20).contains(&o.block_size) || !o.block_size.is_power_of_two() {
-        bail!(
+        let msg = format!(
             "block size {} is not a power of two from 4096 to 1048576",
             o.block_size
         );
+        return Err(UsageError::new(msg).into());
+    }
+    if !o.source.is_dir() {
+        return Err(UsageError::new(format!("{} is not a directory", o.source.display())).into());
     }
     let tree = tree::Tree::walk(o.source, o.excludes, o.mtime)?;
     let plan = plan::plan(&tree, o.block_size)?;
@@ -132,6 +139,7 @@ pub fn write(o: &Options) -> Result<Report> {
         compressed: stored.len() - from_cache,
         damaged: cache.as_ref().map_or(0, |c| c.damaged()),
         cache_note: cache.as_ref().and_then(|c| c.dropped.clone()),
+        unmatched: tree.unmatched.clone(),
         bytes,
         seconds: 0.0,
     };

@@ -41,6 +41,8 @@ pub struct Tree {
     pub root: PathBuf,
     /// `nodes[0]` is the root directory.
     pub nodes: Vec<Node>,
+    /// Excluded paths that were not there (a typo, or a file a phase no longer makes).
+    pub unmatched: Vec<PathBuf>,
 }
 
 impl Tree {
@@ -50,8 +52,10 @@ impl Tree {
             tree: Tree {
                 root: root.to_path_buf(),
                 nodes: Vec::new(),
+                unmatched: Vec::new(),
             },
             excludes,
+            matched: vec![false; excludes.len()],
             mtime,
             links: HashMap::new(),
         };
@@ -59,6 +63,13 @@ impl Tree {
         if !matches!(walk.tree.nodes[0].kind, Kind::Dir(_)) {
             bail!("{} is not a directory", root.display());
         }
+        let matched = std::mem::take(&mut walk.matched);
+        walk.tree.unmatched = excludes
+            .iter()
+            .zip(matched)
+            .filter(|(_, m)| !m)
+            .map(|(e, _)| e.clone())
+            .collect();
         Ok(walk.tree)
     }
 
@@ -89,6 +100,7 @@ impl Tree {
 struct Walk<'a> {
     tree: Tree,
     excludes: &'a [PathBuf],
+    matched: Vec<bool>,
     mtime: Option<u32>,
     links: HashMap<(u64, u64), usize>,
 }
@@ -156,7 +168,8 @@ impl Walk<'_> {
         let mut children = Vec::with_capacity(names.len());
         for name in names {
             let child = rel.join(std::ffi::OsStr::from_bytes(&name));
-            if self.excludes.iter().any(|e| e == &child) {
+            if let Some(i) = self.excludes.iter().position(|e| e == &child) {
+                self.matched[i] = true;
                 continue;
             }
             if name.len() > MAX_NAME {
@@ -201,7 +214,8 @@ mod tests {
         std::fs::write(r.join("skip"), "").unwrap();
         std::os::unix::fs::symlink("b/a", r.join("link")).unwrap();
 
-        let tree = Tree::walk(r, &[PathBuf::from("skip")], Some(7)).unwrap();
+        let tree = Tree::walk(r, &[PathBuf::from("skip"), PathBuf::from("b/nothing")], Some(7)).unwrap();
+        assert_eq!(tree.unmatched, [PathBuf::from("b/nothing")]);
         let names = |n: usize| -> Vec<String> {
             tree.children(n)
                 .iter()
