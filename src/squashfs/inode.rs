@@ -4,7 +4,7 @@
 //! at its listing), so the root comes last. Inode numbers are given out in that same order.
 
 use super::meta::{MetaWriter, Ref};
-use super::tree::{Kind, Tree};
+use super::tree::{Kind, Tree, Xattr};
 use anyhow::{Result, bail};
 use std::collections::HashMap;
 
@@ -30,6 +30,11 @@ pub struct Tables {
     /// The id lookup table's entries (u32 each), in the order inodes first used them.
     pub ids: Vec<u8>,
     pub id_count: u16,
+    /// Extended attributes: the key/value metadata blocks, and the id table's entries
+    /// (one per distinct set of attributes).
+    pub xattr_kv: Vec<u8>,
+    pub xattr_ids: Vec<u8>,
+    pub xattr_count: u32,
 }
 
 /// `locs` holds every regular file's data location, keyed by its inode's node.
@@ -52,6 +57,9 @@ pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32) -> Result<
         dirs: MetaWriter::new(level),
         ids: Vec::new(),
         id_index: HashMap::new(),
+        xattr_kv: MetaWriter::new(level),
+        xattr_ids: Vec::new(),
+        xattr_sets: HashMap::new(),
     };
     let root = w.dir(0, inode_count + 1)?;
     let ids: Vec<u8> = w.ids.iter().flat_map(|id| id.to_le_bytes()).collect();
@@ -60,6 +68,9 @@ pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32) -> Result<
         inode_count,
         id_count: w.ids.len() as u16,
         ids,
+        xattr_count: w.xattr_sets.len() as u32,
+        xattr_ids: w.xattr_ids,
+        xattr_kv: w.xattr_kv.finish()?,
         inodes: w.inodes.finish()?,
         dirs: w.dirs.finish()?,
     })
@@ -89,6 +100,9 @@ struct Writer<'a> {
     dirs: MetaWriter,
     ids: Vec<u32>,
     id_index: HashMap<u32, u16>,
+    xattr_kv: MetaWriter,
+    xattr_ids: Vec<u8>,
+    xattr_sets: HashMap<Vec<Xattr>, u32>,
 }
 
 struct Entry<'a> {
@@ -129,9 +143,10 @@ impl Writer<'_> {
         // The kernel counts "." and ".." as 3 bytes of the listing.
         let size = listing.len() as u32 + 3;
         let nlink = 2 + subdirs;
+        let xattr = self.xattrs(dir)?;
         let me = self.inodes.pos();
         let mut b = Vec::with_capacity(40);
-        if size <= u16::MAX as u32 {
+        if size <= u16::MAX as u32 && xattr == NONE {
             self.header(&mut b, 1, dir)?;
             put32(&mut b, at.block);
             put32(&mut b, nlink);
@@ -146,7 +161,7 @@ impl Writer<'_> {
             put32(&mut b, parent);
             b.extend_from_slice(&0u16.to_le_bytes());
             b.extend_from_slice(&at.offset.to_le_bytes());
-            put32(&mut b, NONE);
+            put32(&mut b, xattr);
         }
         self.inodes.put(&b)?;
         Ok(me)
@@ -155,12 +170,16 @@ impl Writer<'_> {
     /// Any inode but a directory.
     fn leaf(&mut self, node: usize) -> Result<()> {
         let tree = self.tree;
+        let xattr = self.xattrs(node)?;
+        // Extended inode types are the basic ones + 7, with an xattr index.
+        let ext = if xattr == NONE { 0 } else { 7 };
         let mut b = Vec::with_capacity(64);
         match &tree.nodes[node].kind {
             Kind::File { size } => {
                 let loc = &self.locs[&node];
                 let nlink = self.links[node];
-                if loc.start <= u32::MAX as u64 && *size <= u32::MAX as u64 && nlink == 1 {
+                let small = loc.start <= u32::MAX as u64 && *size <= u32::MAX as u64;
+                if small && nlink == 1 && xattr == NONE {
                     self.header(&mut b, 2, node)?;
                     put32(&mut b, loc.start as u32);
                     put32(&mut b, loc.fragment);
@@ -174,34 +193,66 @@ impl Writer<'_> {
                     put32(&mut b, nlink);
                     put32(&mut b, loc.fragment);
                     put32(&mut b, loc.fragment_offset);
-                    put32(&mut b, NONE);
+                    put32(&mut b, xattr);
                 }
                 loc.sizes.iter().for_each(|s| put32(&mut b, *s));
             }
             Kind::Symlink(target) => {
-                self.header(&mut b, 3, node)?;
+                self.header(&mut b, 3 + ext, node)?;
                 put32(&mut b, 1);
                 put32(&mut b, target.len() as u32);
                 b.extend_from_slice(target);
             }
             Kind::Block(rdev) | Kind::Char(rdev) => {
-                let t = if matches!(tree.nodes[node].kind, Kind::Block(_)) {
-                    4
-                } else {
-                    5
-                };
-                self.header(&mut b, t, node)?;
+                self.header(&mut b, basic_type(&tree.nodes[node].kind) + ext, node)?;
                 put32(&mut b, 1);
                 put32(&mut b, device_number(*rdev));
             }
             Kind::Fifo | Kind::Socket => {
-                let t = basic_type(&tree.nodes[node].kind);
-                self.header(&mut b, t, node)?;
+                self.header(&mut b, basic_type(&tree.nodes[node].kind) + ext, node)?;
                 put32(&mut b, 1);
             }
             Kind::Dir(_) | Kind::Link(_) => unreachable!("directories and links are not leaves"),
         }
+        if ext != 0 && !matches!(tree.nodes[node].kind, Kind::File { .. }) {
+            put32(&mut b, xattr);
+        }
         self.inodes.put(&b)
+    }
+
+    /// The index of the node's set of extended attributes (each distinct set is stored once).
+    fn xattrs(&mut self, node: usize) -> Result<u32> {
+        let set = &self.tree.nodes[node].xattrs;
+        if set.is_empty() {
+            return Ok(NONE);
+        }
+        if let Some(&i) = self.xattr_sets.get(set) {
+            return Ok(i);
+        }
+        let at = self.xattr_kv.pos();
+        let mut kv = Vec::new();
+        for x in set {
+            let Some((prefix, name)) = split_xattr_name(&x.name) else {
+                bail!(
+                    "{}: extended attribute {} is outside the user., trusted. and security. \
+                     namespaces, the only ones squashfs stores",
+                    self.tree.path(node).display(),
+                    String::from_utf8_lossy(&x.name)
+                );
+            };
+            kv.extend_from_slice(&prefix.to_le_bytes());
+            kv.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            kv.extend_from_slice(name);
+            put32(&mut kv, x.value.len() as u32);
+            kv.extend_from_slice(&x.value);
+        }
+        self.xattr_kv.put(&kv)?;
+        self.xattr_ids.extend_from_slice(&at.packed().to_le_bytes());
+        put32(&mut self.xattr_ids, set.len() as u32);
+        put32(&mut self.xattr_ids, kv.len() as u32);
+        let i = self.xattr_sets.len() as u32;
+        self.xattr_sets.insert(set.clone(), i);
+        Ok(i)
     }
 
     fn header(&mut self, b: &mut Vec<u8>, kind: u16, node: usize) -> Result<()> {
@@ -259,6 +310,17 @@ fn listing(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
+/// squashfs's prefix id for an attribute name, and the name without the prefix.
+fn split_xattr_name(name: &[u8]) -> Option<(u16, &[u8])> {
+    [
+        (b"user.".as_slice(), 0),
+        (b"trusted.".as_slice(), 1),
+        (b"security.".as_slice(), 2),
+    ]
+    .into_iter()
+    .find_map(|(prefix, id)| name.strip_prefix(prefix).map(|rest| (id, rest)))
+}
+
 fn basic_type(kind: &Kind) -> u16 {
     match kind {
         Kind::Dir(_) => 1,
@@ -285,6 +347,17 @@ fn put32(b: &mut Vec<u8>, v: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xattr_names_lose_their_namespace_prefix() {
+        assert_eq!(
+            split_xattr_name(b"security.capability"),
+            Some((2, b"capability".as_slice()))
+        );
+        assert_eq!(split_xattr_name(b"user.a.b"), Some((0, b"a.b".as_slice())));
+        assert_eq!(split_xattr_name(b"trusted.x"), Some((1, b"x".as_slice())));
+        assert_eq!(split_xattr_name(b"system.posix_acl_access"), None);
+    }
 
     #[test]
     fn device_numbers_use_the_old_linux_layout() {

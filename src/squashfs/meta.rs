@@ -76,17 +76,23 @@ fn emit(out: &mut Vec<u8>, block: &[u8], level: i32) -> Result<()> {
 /// then the absolute offsets of those blocks. Returns the bytes and where the offsets start,
 /// which is what the superblock points to.
 pub fn lookup_table(table: &[u8], at: u64, level: i32) -> Result<(Vec<u8>, u64)> {
+    let (mut out, starts) = table_blocks(table, at, level)?;
+    let list = at + out.len() as u64;
+    for s in starts {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    Ok((out, list))
+}
+
+/// A lookup table's metadata blocks placed at `at`, and their absolute offsets.
+pub fn table_blocks(table: &[u8], at: u64, level: i32) -> Result<(Vec<u8>, Vec<u64>)> {
     let mut out = Vec::new();
     let mut starts = Vec::new();
     for chunk in table.chunks(BLOCK) {
         starts.push(at + out.len() as u64);
         emit(&mut out, chunk, level)?;
     }
-    let list = at + out.len() as u64;
-    for s in starts {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    Ok((out, list))
+    Ok((out, starts))
 }
 
 #[cfg(test)]

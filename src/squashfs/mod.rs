@@ -8,7 +8,7 @@
 //!
 //! Layout, in the order the kernel insists on: superblock, zstd options, file data (each file's
 //! full blocks in tree order, identical files once), fragment blocks, inode table, directory
-//! table, fragment table, id table. No export table (NFS) and no xattrs (refused in `tree`).
+//! table, fragment table, id table, xattr table. No export table (NFS).
 
 mod blocks;
 mod inode;
@@ -258,6 +258,21 @@ fn write_image(
     }
     let (bytes, id_start) = meta::lookup_table(&tables.ids, w.pos, o.level)?;
     w.put(&bytes)?;
+    // The xattr table comes last: the kernel wants its block list to end the image.
+    let mut xattr_start = NO_TABLE;
+    if tables.xattr_count > 0 {
+        let kv_start = w.pos;
+        w.put(&tables.xattr_kv)?;
+        let (bytes, starts) = meta::table_blocks(&tables.xattr_ids, w.pos, o.level)?;
+        w.put(&bytes)?;
+        xattr_start = w.pos;
+        w.put(&kv_start.to_le_bytes())?;
+        w.put(&tables.xattr_count.to_le_bytes())?;
+        w.put(&0u32.to_le_bytes())?;
+        for s in starts {
+            w.put(&s.to_le_bytes())?;
+        }
+    }
     let used = w.pos;
     let padded = used.div_ceil(PAD) * PAD;
     w.put(&vec![0; (padded - used) as usize])?;
@@ -277,7 +292,13 @@ fn write_image(
     for v in [
         ZSTD,
         o.block_size.trailing_zeros() as u16,
-        FLAG_NO_XATTRS | FLAG_COMPRESSOR_OPTIONS | FLAG_DEDUPLICATED,
+        FLAG_COMPRESSOR_OPTIONS
+            | FLAG_DEDUPLICATED
+            | if tables.xattr_count == 0 {
+                FLAG_NO_XATTRS
+            } else {
+                0
+            },
         tables.id_count,
         4,
         0,
@@ -288,7 +309,7 @@ fn write_image(
         tables.root.packed(),
         used,
         id_start,
-        NO_TABLE,
+        xattr_start,
         inode_table,
         dir_table,
         fragment_start,

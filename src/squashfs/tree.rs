@@ -34,7 +34,15 @@ pub struct Node {
     pub uid: u32,
     pub gid: u32,
     pub mtime: u32,
+    pub xattrs: Vec<Xattr>,
     pub kind: Kind,
+}
+
+/// One extended attribute, its full name (`security.capability`) and value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 pub struct Tree {
@@ -109,13 +117,7 @@ impl Walk<'_> {
     fn add(&mut self, rel: PathBuf, name: Vec<u8>) -> Result<usize> {
         let path = self.tree.root.join(&rel);
         let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
-        if has_xattrs(&path)? {
-            bail!(
-                "{} has extended attributes, which loisto-image's squashfs writer does not store; \
-                 remove them or seal the tree with mksquashfs (see phases/50-verity.sh)",
-                path.display()
-            );
-        }
+        let xattrs = xattrs(&path)?;
         let index = self.tree.nodes.len();
         self.tree.nodes.push(Node {
             name,
@@ -126,6 +128,7 @@ impl Walk<'_> {
             mtime: self
                 .mtime
                 .unwrap_or_else(|| meta.mtime().clamp(0, u32::MAX as i64) as u32),
+            xattrs,
             kind: Kind::Fifo,
         });
         let ft = meta.file_type();
@@ -185,18 +188,56 @@ impl Walk<'_> {
     }
 }
 
-fn has_xattrs(path: &Path) -> Result<bool> {
+/// The entry's extended attributes, sorted by name.
+fn xattrs(path: &Path) -> Result<Vec<Xattr>> {
     let c = CString::new(path.as_os_str().as_bytes()).context("path with a NUL byte")?;
-    // SAFETY: a NUL-terminated path and a zero-length buffer: the call only returns the size.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
-    if n < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENOTSUP) {
-            return Ok(false);
-        }
-        return Err(err).with_context(|| format!("listing extended attributes of {}", path.display()));
+    let failed = || format!("reading extended attributes of {}", path.display());
+    let names = match sized(|buf, len| unsafe {
+        // SAFETY: `buf` has room for `len` bytes (or is null with `len` 0).
+        libc::llistxattr(c.as_ptr(), buf.cast(), len)
+    }) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(failed),
+    };
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).expect("split at NUL");
+        let value = sized(|buf, len| unsafe {
+            // SAFETY: as above; both strings are NUL-terminated.
+            libc::lgetxattr(c.as_ptr(), cname.as_ptr(), buf.cast(), len)
+        })
+        .with_context(failed)?;
+        out.push(Xattr {
+            name: name.to_vec(),
+            value,
+        });
     }
-    Ok(n > 0)
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Calls a size-then-fill xattr function until the buffer is big enough.
+fn sized(call: impl Fn(*mut u8, usize) -> libc::ssize_t) -> std::io::Result<Vec<u8>> {
+    loop {
+        let len = call(std::ptr::null_mut(), 0);
+        if len < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; len as usize];
+        if len == 0 {
+            return Ok(buf);
+        }
+        let got = call(buf.as_mut_ptr(), buf.len());
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        // ERANGE: it grew between the two calls.
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
 }
 
 #[cfg(test)]
