@@ -3,6 +3,7 @@
 use crate::cli::SquashfsArgs;
 use crate::squashfs::{self, Options};
 use anyhow::Result;
+use std::io::Write;
 use std::path::PathBuf;
 
 pub fn run(args: &SquashfsArgs) -> Result<()> {
@@ -19,6 +20,10 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
         excludes: &excludes,
         mtime: args.mtime,
         cache: args.block_cache.as_deref(),
+        progress: &|line| {
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        },
     })?;
     println!(
         "{}: {} inodes, {} files ({} duplicates stored once), {} blocks + {} fragment blocks, \

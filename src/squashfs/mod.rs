@@ -47,6 +47,8 @@ pub struct Options<'a> {
     /// Every timestamp, when set (SOURCE_DATE_EPOCH); else the files' own and now.
     pub mtime: Option<u32>,
     pub cache: Option<&'a Path>,
+    /// Told what is about to be compressed, before the slow part.
+    pub progress: &'a (dyn Fn(&str) + Sync),
 }
 
 #[derive(Debug)]
@@ -100,17 +102,36 @@ pub fn write(o: &Options) -> Result<Report> {
             Job::Fragment(i) => plan.fragments[i].key,
         }
     };
-    let stored: Vec<(Stored, bool)> = parallel::map(jobs.len(), |j| {
-        let key = key_of(&jobs[j]);
-        if let Some(hit) = cache.as_ref().and_then(|c| c.get(&key)) {
-            return Ok((hit, true));
-        }
-        let data = match jobs[j] {
+    let cached = parallel::map(jobs.len(), |j| {
+        Ok(cache.as_ref().and_then(|c| c.get(&key_of(&jobs[j]))))
+    })?;
+    let misses: Vec<usize> = (0..jobs.len()).filter(|&j| cached[j].is_none()).collect();
+    let reused = match cache {
+        Some(_) => format!("{} from the block cache, ", jobs.len() - misses.len()),
+        None => String::new(),
+    };
+    (o.progress)(&format!(
+        "{} entries, {} blocks: {reused}compressing {} at zstd {}",
+        tree.nodes.len(),
+        jobs.len(),
+        misses.len(),
+        o.level
+    ));
+    let compressed = parallel::map(misses.len(), |m| {
+        let data = match jobs[misses[m]] {
             Job::Block { file, n } => read_block(&tree, &plan, file, n, o.block_size)?,
             Job::Fragment(i) => read_fragment(&tree, &plan, i)?,
         };
-        Ok((compress(&data, o.level)?, false))
+        compress(&data, o.level)
     })?;
+    let mut compressed = compressed.into_iter();
+    let stored: Vec<(Stored, bool)> = cached
+        .into_iter()
+        .map(|hit| match hit {
+            Some(s) => (s, true),
+            None => (compressed.next().expect("one compressed block per miss"), false),
+        })
+        .collect();
 
     let dir = o
         .output
