@@ -75,6 +75,15 @@ enum Job {
     Fragment(usize),
 }
 
+impl Job {
+    fn key(&self, plan: &plan::Plan) -> Key {
+        match *self {
+            Job::Block { file, n } => plan.files[file].blocks[n],
+            Job::Fragment(i) => plan.fragments[i].key,
+        }
+    }
+}
+
 pub fn write(o: &Options) -> Result<Report> {
     let started = Instant::now();
     if !(4096..=1 << 20).contains(&o.block_size) || !o.block_size.is_power_of_two() {
@@ -96,42 +105,7 @@ pub fn write(o: &Options) -> Result<Report> {
         jobs.extend((0..f.blocks.len()).map(|n| Job::Block { file, n }));
     }
     jobs.extend((0..plan.fragments.len()).map(Job::Fragment));
-    let key_of = |job: &Job| -> Key {
-        match *job {
-            Job::Block { file, n } => plan.files[file].blocks[n],
-            Job::Fragment(i) => plan.fragments[i].key,
-        }
-    };
-    let cached = parallel::map(jobs.len(), |j| {
-        Ok(cache.as_ref().and_then(|c| c.get(&key_of(&jobs[j]))))
-    })?;
-    let misses: Vec<usize> = (0..jobs.len()).filter(|&j| cached[j].is_none()).collect();
-    let reused = match cache {
-        Some(_) => format!("{} from the block cache, ", jobs.len() - misses.len()),
-        None => String::new(),
-    };
-    (o.progress)(&format!(
-        "{} entries, {} blocks: {reused}compressing {} at zstd {}",
-        tree.nodes.len(),
-        jobs.len(),
-        misses.len(),
-        o.level
-    ));
-    let compressed = parallel::map(misses.len(), |m| {
-        let data = match jobs[misses[m]] {
-            Job::Block { file, n } => read_block(&tree, &plan, file, n, o.block_size)?,
-            Job::Fragment(i) => read_fragment(&tree, &plan, i)?,
-        };
-        compress(&data, o.level)
-    })?;
-    let mut compressed = compressed.into_iter();
-    let stored: Vec<(Stored, bool)> = cached
-        .into_iter()
-        .map(|hit| match hit {
-            Some(s) => (s, true),
-            None => (compressed.next().expect("one compressed block per miss"), false),
-        })
-        .collect();
+    let stored = stored_blocks(o, &tree, &plan, &jobs, cache.as_ref())?;
 
     let dir = o
         .output
@@ -144,8 +118,10 @@ pub fn write(o: &Options) -> Result<Report> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let (bytes, inodes) = write_image(tmp.as_file(), o, &tree, &plan, &stored)
         .with_context(|| format!("writing {}", tmp.path().display()))?;
+    // Readable like any build artifact (a temporary file starts as 0600).
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
     tmp.persist(o.output)
         .with_context(|| format!("moving the image to {}", o.output.display()))?;
 
@@ -168,7 +144,7 @@ pub fn write(o: &Options) -> Result<Report> {
         let used: Vec<(Key, &Stored)> = jobs
             .iter()
             .zip(&stored)
-            .map(|(j, (s, _))| (key_of(j), s))
+            .map(|(j, (s, _))| (j.key(&plan), s))
             .collect();
         if let Err(e) = cache.save(&used) {
             report.cache_note = Some(format!("not saved: {e:#}"));
@@ -176,6 +152,45 @@ pub fn write(o: &Options) -> Result<Report> {
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Every job's block as the image stores it: from the cache where it has the block intact,
+/// else read from the tree and compressed (on all cores). The bool says "from the cache".
+fn stored_blocks(
+    o: &Options,
+    tree: &tree::Tree,
+    plan: &plan::Plan,
+    jobs: &[Job],
+    cache: Option<&BlockCache>,
+) -> Result<Vec<(Stored, bool)>> {
+    let cached = parallel::map(jobs.len(), |j| Ok(cache.and_then(|c| c.get(&jobs[j].key(plan)))))?;
+    let misses: Vec<usize> = (0..jobs.len()).filter(|&j| cached[j].is_none()).collect();
+    let reused = match cache {
+        Some(_) => format!("{} from the block cache, ", jobs.len() - misses.len()),
+        None => String::new(),
+    };
+    (o.progress)(&format!(
+        "{} entries, {} blocks: {reused}compressing {} at zstd {}",
+        tree.nodes.len(),
+        jobs.len(),
+        misses.len(),
+        o.level
+    ));
+    let compressed = parallel::map(misses.len(), |m| {
+        let data = match jobs[misses[m]] {
+            Job::Block { file, n } => read_block(tree, plan, file, n, o.block_size)?,
+            Job::Fragment(i) => read_fragment(tree, plan, i)?,
+        };
+        compress(&data, o.level)
+    })?;
+    let mut compressed = compressed.into_iter();
+    Ok(cached
+        .into_iter()
+        .map(|hit| match hit {
+            Some(s) => (s, true),
+            None => (compressed.next().expect("one compressed block per miss"), false),
+        })
+        .collect())
 }
 
 fn read_block(
