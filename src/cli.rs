@@ -278,6 +278,9 @@ pub struct SquashfsArgs {
     /// Remember compressed blocks in DIR and take unchanged ones from it.
     #[arg(long, value_name = "DIR")]
     pub block_cache: Option<PathBuf>,
+    /// Make root the owner of every entry.
+    #[arg(long)]
+    pub all_root: bool,
     /// Timestamp for every inode and the superblock [default: the files' own, and now].
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECS")]
     pub mtime: Option<u32>,

@@ -3,7 +3,7 @@
 # it names, installed over the base rootfs (only what they add under /usr and /opt is
 # kept), plus the files under FILES, with an extension-release matching the base image.
 # Run by `loisto-image sysext NAME`, with the phase environment plus SYSEXT_NAME and SYSEXT_OUT.
-# Tools: mksquashfs|mkfs.erofs unshare arch-chroot
+# Tools: unshare arch-chroot mkfs.erofs?
 set -euo pipefail
 # The sysext conf's keys (arrays included) and the runner's paths.
 # shellcheck source=/dev/null
@@ -86,7 +86,8 @@ cat "$release"
 mkdir -p "${SYSEXT_OUT%/*}"
 rm -f "$SYSEXT_OUT.partial"
 case "${FORMAT:-squashfs}" in
-    squashfs) mksquashfs "$work/tree" "$SYSEXT_OUT.partial" -noappend -comp zstd -all-root -quiet ;;
+    squashfs) "$LOISTO_IMAGE" squashfs "$work/tree" "$SYSEXT_OUT.partial" --all-root \
+        --block-cache "$CACHE_DIR/squashfs-blocks-sysext-$SYSEXT_NAME" ;;
     erofs) mkfs.erofs -zlz4hc --all-root -T "$SOURCE_DATE_EPOCH" "$SYSEXT_OUT.partial" "$work/tree" ;;
     *) echo "FORMAT=$FORMAT is not supported; use squashfs or erofs" >&2; exit 1 ;;
 esac

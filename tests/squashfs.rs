@@ -257,6 +257,17 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
         entries.iter().all(|l| l.contains("2023-11-14 22:13")),
         "{listing}"
     );
+    assert!(listing.contains(" 1000/1001 "), "{listing}");
+
+    // --all-root: the same tree, every entry owned by 0/0.
+    squashfs(&[s(&src), s(&img), "--all-root"]).ok();
+    let listing = Command::new("unsquashfs").arg("-lln").arg(&img).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let entries: Vec<&str> = listing.lines().filter(|l| l.contains("squashfs-root")).collect();
+    assert!(
+        entries.len() > 3000 && entries.iter().all(|l| l.contains(" 0/0 ")),
+        "{listing}"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
         block_size: args.block_size,
         excludes: &excludes,
         mtime: args.mtime,
+        all_root: args.all_root,
         cache: args.block_cache.as_deref(),
         progress: &|line| {
             println!("{line}");

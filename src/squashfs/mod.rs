@@ -46,6 +46,8 @@ pub struct Options<'a> {
     pub excludes: &'a [PathBuf],
     /// Every timestamp, when set (SOURCE_DATE_EPOCH); else the files' own and now.
     pub mtime: Option<u32>,
+    /// Every entry owned by root (what a system extension's files are).
+    pub all_root: bool,
     pub cache: Option<&'a Path>,
     /// Told what is about to be compressed, before the slow part.
     pub progress: &'a (dyn Fn(&str) + Sync),
@@ -96,7 +98,12 @@ pub fn write(o: &Options) -> Result<Report> {
     if !o.source.is_dir() {
         return Err(UsageError::new(format!("{} is not a directory", o.source.display())).into());
     }
-    let tree = tree::Tree::walk(o.source, o.excludes, o.mtime)?;
+    let mut tree = tree::Tree::walk(o.source, o.excludes, o.mtime)?;
+    if o.all_root {
+        for node in &mut tree.nodes {
+            (node.uid, node.gid) = (0, 0);
+        }
+    }
     let plan = plan::plan(&tree, o.block_size)?;
     let cache = o.cache.map(|dir| BlockCache::open(dir, o.level));
 
