@@ -142,7 +142,8 @@ pub struct BuildArgs {
     /// Run nothing; print the plan.
     #[arg(long)]
     pub dry_run: bool,
-    /// Neither restore nor store rootfs snapshots: run every selected phase.
+    /// Use no cache: neither restore nor store rootfs snapshots (run every selected phase),
+    /// and phases get LOISTO_CACHE=off (the squashfs writer then ignores its block cache).
     #[arg(long)]
     pub no_cache: bool,
     /// Build twice into separate directories (the second without the cache) and compare

@@ -7,8 +7,9 @@ use crate::project::Project;
 use anyhow::{Context, Result};
 use std::path::Path;
 
-/// Variables shared by every phase of one build; [`for_phase`] adds `PHASE`.
-pub fn base(project: &Project, output: &Path, sde: u64) -> Vec<(String, String)> {
+/// Variables shared by every phase of one build; [`for_phase`] adds `PHASE`. `no_cache`:
+/// the build was asked to use no cache (`build --no-cache`), which phases' tools honour too.
+pub fn base(project: &Project, output: &Path, sde: u64, no_cache: bool) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     for (k, v) in project.config.vars.iter() {
         if let Value::Str(s) = v {
@@ -31,6 +32,7 @@ pub fn base(project: &Project, output: &Path, sde: u64) -> Vec<(String, String)>
     // Phases call the runner's own tools (`squashfs`) through this, whatever PATH says.
     let me = std::env::current_exe().map_or_else(|_| "loisto-image".into(), |p| path(&p));
     set("LOISTO_IMAGE", me);
+    set("LOISTO_CACHE", if no_cache { "off" } else { "on" }.into());
     set(
         "PATH",
         std::env::var("PATH")

@@ -12,6 +12,7 @@ pub const RESERVED: &[&str] = &[
     "HOME",
     "TERM",
     "PHASE",
+    "LOISTO_CACHE",
     "LOISTO_ENV",
     "LOISTO_IMAGE",
     "PROJECT_DIR",

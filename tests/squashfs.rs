@@ -324,6 +324,24 @@ fn a_rebuild_compresses_only_changed_blocks_and_equals_a_build_without_the_cache
         healed.stdout()
     );
     assert!(std::fs::read(&d).unwrap() == std::fs::read(&c).unwrap());
+
+    // In a `build --no-cache` the runner says LOISTO_CACHE=off: the block cache is left alone.
+    let untouched = tmp.path().join("untouched");
+    let e = tmp.path().join("e");
+    let run = Run(Command::new(BIN)
+        .args(["squashfs", s(&src), s(&e), "--block-cache", s(&untouched)])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("LOISTO_CACHE", "off")
+        .output()
+        .unwrap());
+    run.ok();
+    assert!(
+        run.stdout().contains("block cache: not used (LOISTO_CACHE=off"),
+        "{}",
+        run.stdout()
+    );
+    assert!(!untouched.exists());
+    assert!(std::fs::read(&e).unwrap() == std::fs::read(&c).unwrap());
 }
 
 #[test]

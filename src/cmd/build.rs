@@ -45,7 +45,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     let staging = project.staging();
     staging::prepare(&staging, &project.output, !selection.is_all())?;
     let sde = phase_env::source_date_epoch(&project)?;
-    let base_env = phase_env::base(&project, &staging, sde);
+    let base_env = phase_env::base(&project, &staging, sde, args.no_cache);
     std::fs::write(
         project.env_file(),
         phase_env::env_file_text(&project.config.vars, &base_env),

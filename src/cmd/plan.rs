@@ -64,7 +64,7 @@ fn explain(project: &Project, phases: &[Phase], whole_build: bool, json: bool) -
 
 pub fn print(project: &Project, phases: &[Phase], json: bool) -> Result<()> {
     let sde = phase_env::source_date_epoch(project)?;
-    let env = phase_env::base(project, &project.staging(), sde);
+    let env = phase_env::base(project, &project.staging(), sde, false);
     if json {
         let v = serde_json::json!({
             "project": project.dir,

@@ -12,6 +12,12 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
         .iter()
         .map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf())
         .collect();
+    // `build --no-cache` means no cache at all, this one included (its phases get LOISTO_CACHE=off).
+    let off = std::env::var("LOISTO_CACHE").is_ok_and(|v| v == "off");
+    let block_cache = args.block_cache.as_deref().filter(|_| !off);
+    if off && args.block_cache.is_some() {
+        println!("block cache: not used (LOISTO_CACHE=off, a build --no-cache)");
+    }
     let r = squashfs::write(&Options {
         source: &args.source,
         output: &args.output,
@@ -20,7 +26,7 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
         excludes: &excludes,
         mtime: args.mtime,
         all_root: args.all_root,
-        cache: args.block_cache.as_deref(),
+        cache: block_cache,
         progress: &|line| {
             println!("{line}");
             let _ = std::io::stdout().flush();
@@ -38,7 +44,7 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
         r.bytes as f64 / (1 << 20) as f64,
         r.seconds
     );
-    if args.block_cache.is_some() {
+    if block_cache.is_some() {
         println!(
             "block cache: {} blocks reused, {} compressed at zstd {}{}",
             r.from_cache,

@@ -54,7 +54,7 @@ pub fn run(g: &Global, args: &SysextArgs, style: Style) -> Result<()> {
     let _lock = Lock::acquire(&project.lock_path(), &project.output)?;
     signals::install();
     let sde = phase_env::source_date_epoch(&project)?;
-    let base = phase_env::base(&project, &project.output, sde);
+    let base = phase_env::base(&project, &project.output, sde, false);
     for (i, (name, vars)) in confs.iter().enumerate() {
         let env_file = project.build_dir.join(format!("sysext-{name}.env.sh"));
         std::fs::create_dir_all(&project.build_dir)?;
