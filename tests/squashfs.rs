@@ -357,3 +357,38 @@ fn bad_input_is_refused_and_leaves_no_image() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn ctrl_c_stops_between_blocks_and_leaves_no_image_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("f{i}")), data(i, 1 << 20)).unwrap();
+    }
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["squashfs", s(&src), s(&out.join("x.sqfs")), "--level", "19"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the "compressing" line, so the signal lands in the slow part.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("compressing 320"), "{line}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "something was left in {}",
+        out.display()
+    );
+}

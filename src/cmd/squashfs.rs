@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 pub fn run(args: &SquashfsArgs) -> Result<()> {
+    // Ctrl-C stops the work between blocks and the temporary image is removed.
+    crate::signals::install();
     let excludes: Vec<PathBuf> = args
         .exclude
         .iter()

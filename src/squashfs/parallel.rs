@@ -1,10 +1,13 @@
 //! Runs independent jobs on every core, keeping their results in job order.
 
+use crate::error::Interrupted;
+use crate::signals;
 use anyhow::Result;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// `f(0..count)` on all cores; the first error stops the rest and is returned.
+/// `f(0..count)` on all cores; the first error stops the rest and is returned. Ctrl-C (once
+/// `signals::install` ran) stops them too, so nothing is left half-written.
 pub fn map<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -21,7 +24,12 @@ pub fn map<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Resu
                     if i >= count || stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    match f(i) {
+                    let result = if signals::interrupted() {
+                        Err(Interrupted.into())
+                    } else {
+                        f(i)
+                    };
+                    match result {
                         Ok(v) => *slots[i].lock().expect("slot lock") = Some(v),
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
