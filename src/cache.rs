@@ -272,6 +272,21 @@ impl Cache {
         self.entries().iter().map(|e| e.meta.size).sum()
     }
 
+    /// Bytes in CACHE_DIR besides the snapshots: the squashfs block caches and package
+    /// downloads, which bound themselves and are not pruned against `CACHE_MAX_SIZE`.
+    pub fn others_size(&self) -> u64 {
+        let Some(root) = self.dir.parent() else { return 0 };
+        walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(|e| e.path() != self.dir)
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Drops the oldest entries until the cache fits `limit`, keeping the `keep` ones.
     pub fn prune(&self, limit: u64, keep: &[PathBuf]) -> Vec<String> {
         let mut entries = self.entries();

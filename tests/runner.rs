@@ -542,7 +542,15 @@ fn cached_rebuilds_resync_the_rootfs_and_clean_takes_the_stamp_along() {
     for f in ["tree", "tree.stamp", "tree.hot.tar"] {
         assert!(p.path().join(f).exists(), "{f} missing before clean");
     }
-    p.run(&["clean"]).ok();
+    // Caches beside the snapshots (a phase's own, like the squashfs block cache) are counted.
+    std::fs::create_dir_all(p.path().join("cache/blocks")).unwrap();
+    std::fs::write(p.path().join("cache/blocks/pack"), vec![0u8; 3 << 20]).unwrap();
+    let r = p.run(&["clean"]);
+    assert!(
+        r.ok().stdout().contains("block caches and downloads 3 MiB"),
+        "{}",
+        r.stdout()
+    );
     for f in ["tree", "tree.stamp", "tree.hot.tar"] {
         assert!(!p.path().join(f).exists(), "clean left {f}");
     }

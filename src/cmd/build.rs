@@ -187,10 +187,11 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         }
         if style != Style::Quiet {
             eprintln!(
-                "cache: {} snapshots, {} MiB (limit {} MiB)",
+                "cache: {} snapshots, {} MiB (limit {} MiB); block caches and downloads {} MiB",
                 cache.entries().len(),
                 cache.size() >> 20,
-                limit >> 20
+                limit >> 20,
+                cache.others_size() >> 20
             );
         }
     }

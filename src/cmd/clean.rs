@@ -29,10 +29,12 @@ pub fn run(g: &Global, args: &CleanArgs) -> Result<()> {
     if !args.cache && !g.quiet {
         let cache = Cache::new(&project);
         println!(
-            "kept the cache: {} snapshots, {} MiB in {} (clean --cache removes it)",
+            "kept the cache: {} snapshots, {} MiB in {}, block caches and downloads {} MiB \
+             (clean --cache removes them)",
             cache.entries().len(),
             cache.size() >> 20,
-            cache.dir.display()
+            cache.dir.display(),
+            cache.others_size() >> 20
         );
     }
     Ok(())
