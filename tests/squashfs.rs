@@ -9,14 +9,18 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn squashfs(args: &[&str]) -> Run {
-    Run(Command::new(BIN)
-        .arg("squashfs")
+/// `loisto-image squashfs ARGS` with the timestamps a build would give it.
+fn squashfs_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("squashfs")
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap())
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn squashfs(args: &[&str]) -> Run {
+    Run(squashfs_cmd(args).output().unwrap())
 }
 
 fn s(p: &Path) -> &str {
@@ -328,9 +332,7 @@ fn a_rebuild_compresses_only_changed_blocks_and_equals_a_build_without_the_cache
     // In a `build --no-cache` the runner says LOISTO_CACHE=off: the block cache is left alone.
     let untouched = tmp.path().join("untouched");
     let e = tmp.path().join("e");
-    let run = Run(Command::new(BIN)
-        .args(["squashfs", s(&src), s(&e), "--block-cache", s(&untouched)])
-        .env("SOURCE_DATE_EPOCH", "1700000000")
+    let run = Run(squashfs_cmd(&[s(&src), s(&e), "--block-cache", s(&untouched)])
         .env("LOISTO_CACHE", "off")
         .output()
         .unwrap());
@@ -368,8 +370,7 @@ fn ctrl_c_stops_between_blocks_and_leaves_no_image_behind() {
     }
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["squashfs", s(&src), s(&out.join("x.sqfs")), "--level", "19"])
+    let mut child = squashfs_cmd(&[s(&src), s(&out.join("x.sqfs")), "--level", "19"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

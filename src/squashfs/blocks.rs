@@ -9,12 +9,12 @@
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// SHA-256 of a block's uncompressed bytes (fragment blocks: of their parts, see `plan`).
 pub type Key = [u8; 32];
@@ -28,6 +28,13 @@ pub fn sha256(data: &[u8]) -> Key {
 pub struct Stored {
     pub bytes: Vec<u8>,
     pub raw: bool,
+}
+
+impl Stored {
+    /// The on-disk size as data block lists and the fragment table give it: bit 24 = raw.
+    pub fn size_field(&self) -> u32 {
+        self.bytes.len() as u32 | if self.raw { 1 << 24 } else { 0 }
+    }
 }
 
 pub fn compress(data: &[u8], level: i32) -> Result<Stored> {
@@ -68,7 +75,7 @@ pub struct BlockCache {
     index: HashMap<Key, Entry>,
     /// Why the cache on disk was not used, if it was not.
     pub dropped: Option<String>,
-    damaged: AtomicUsize,
+    damaged: Mutex<HashSet<Key>>,
     slack: u64,
 }
 
@@ -87,7 +94,7 @@ impl BlockCache {
             pack_len: 0,
             index: HashMap::new(),
             dropped: None,
-            damaged: AtomicUsize::new(0),
+            damaged: Mutex::new(HashSet::new()),
             slack: SLACK,
         };
         match cache.load() {
@@ -147,7 +154,7 @@ impl BlockCache {
         let mut bytes = vec![0; entry.len as usize];
         let read = self.pack.as_ref()?.read_exact_at(&mut bytes, entry.offset);
         if read.is_err() || sha256(&bytes) != entry.sum {
-            self.damaged.fetch_add(1, Ordering::Relaxed);
+            self.damaged.lock().expect("damaged lock").insert(*key);
             return None;
         }
         Some(Stored {
@@ -158,56 +165,52 @@ impl BlockCache {
 
     /// Cached blocks that failed their checksum (and were compressed again).
     pub fn damaged(&self) -> usize {
-        self.damaged.load(Ordering::Relaxed)
+        self.damaged.lock().expect("damaged lock").len()
     }
 
     /// Keeps exactly `blocks` (the ones the image just written uses) for the next build.
     pub fn save(mut self, blocks: &[(Key, &Stored)]) -> Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let mut seen = HashSet::new();
+        let unique: Vec<(Key, &Stored)> = blocks.iter().copied().filter(|(k, _)| seen.insert(*k)).collect();
+        let damaged = std::mem::take(self.damaged.get_mut().expect("damaged lock"));
         let mut live: HashMap<Key, Entry> = HashMap::new();
         let mut fresh: Vec<(Key, &Stored)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for &(key, stored) in blocks {
-            if !seen.insert(key) {
-                continue;
-            }
+        for &(key, stored) in &unique {
             match self.index.get(&key) {
-                Some(e)
-                    if self.pack.is_some() && e.raw == stored.raw && e.len as usize == stored.bytes.len() =>
-                {
+                Some(e) if self.pack.is_some() && !damaged.contains(&key) => {
                     live.insert(key, *e);
                 }
+                // New, or damaged: written again so that the next build finds it intact.
                 _ => fresh.push((key, stored)),
             }
         }
         let live_bytes: u64 = live.values().map(|e| e.len as u64).sum();
         let fresh_bytes: u64 = fresh.iter().map(|(_, s)| s.bytes.len() as u64).sum();
         let pack_path = self.dir.join(PACK);
-        if self.pack.is_some() && self.pack_len + fresh_bytes <= 2 * (live_bytes + fresh_bytes) + self.slack {
-            let mut pack = std::fs::OpenOptions::new()
+        let append =
+            self.pack.is_some() && self.pack_len + fresh_bytes <= 2 * (live_bytes + fresh_bytes) + self.slack;
+        // Appending adds the new payloads; otherwise the pack starts over with only the blocks
+        // in use, which drops the dead ones.
+        let (to_write, mut offset, tmp, mut out) = if append {
+            let file = std::fs::OpenOptions::new()
                 .append(true)
                 .open(&pack_path)
                 .with_context(|| format!("opening {}", pack_path.display()))?;
-            let mut offset = self.pack_len;
-            for (key, stored) in fresh {
-                pack.write_all(&stored.bytes)
-                    .with_context(|| format!("writing {}", pack_path.display()))?;
-                live.insert(key, entry_for(stored, offset));
-                offset += stored.bytes.len() as u64;
-            }
+            (fresh, self.pack_len, None, file)
         } else {
-            // Start over with only the blocks in use: the old payloads are dropped here.
             live.clear();
-            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-            let mut offset = 0;
-            seen.clear();
-            for &(key, stored) in blocks {
-                if seen.insert(key) {
-                    tmp.write_all(&stored.bytes)?;
-                    live.insert(key, entry_for(stored, offset));
-                    offset += stored.bytes.len() as u64;
-                }
-            }
+            let tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            let file = tmp.reopen()?;
+            (unique, 0, Some(tmp), file)
+        };
+        for (key, stored) in to_write {
+            out.write_all(&stored.bytes)
+                .with_context(|| format!("writing {}", pack_path.display()))?;
+            live.insert(key, entry_for(stored, offset));
+            offset += stored.bytes.len() as u64;
+        }
+        if let Some(tmp) = tmp {
             self.pack = None;
             tmp.persist(&pack_path)
                 .with_context(|| format!("writing {}", pack_path.display()))?;
@@ -292,7 +295,12 @@ mod tests {
         let cache = BlockCache::open(dir.path(), 3);
         assert_eq!(cache.get(&kb), None);
         assert_eq!(cache.damaged(), 1);
-        assert_eq!(cache.get(&kc), Some(c));
+        assert_eq!(cache.get(&kc), Some(c.clone()));
+        // Saving after a damaged read writes that block again: the next build has it intact.
+        cache.save(&[(kb, &b), (kc, &c)]).unwrap();
+        let cache = BlockCache::open(dir.path(), 3);
+        assert_eq!(cache.get(&kb), Some(b.clone()));
+        assert_eq!(cache.damaged(), 0);
 
         let other = BlockCache::open(dir.path(), 4);
         assert!(other.dropped.unwrap().contains("another zstd version or level"));

@@ -29,7 +29,6 @@ use std::time::Instant;
 
 const MAGIC: u32 = 0x7371_7368;
 const ZSTD: u16 = 6;
-const RAW_BLOCK: u32 = 1 << 24;
 const NO_TABLE: u64 = u64::MAX;
 const FLAG_DEDUPLICATED: u16 = 0x0040;
 const FLAG_NO_XATTRS: u16 = 0x0200;
@@ -208,15 +207,8 @@ fn read_block(
     block_size: u32,
 ) -> Result<Vec<u8>> {
     let f = &plan.files[file];
-    let path = tree.path(f.node);
-    let mut data = vec![0; block_size as usize];
-    std::fs::File::open(&path)
-        .and_then(|h| h.read_exact_at(&mut data, n as u64 * block_size as u64))
-        .with_context(|| format!("reading {}", path.display()))?;
-    if sha256(&data) != f.blocks[n] {
-        bail!("{} changed while the image was being written", path.display());
-    }
-    Ok(data)
+    let at = n as u64 * block_size as u64;
+    read_checked(&tree.path(f.node), at, block_size as usize, &f.blocks[n])
 }
 
 fn read_fragment(tree: &tree::Tree, plan: &plan::Plan, i: usize) -> Result<Vec<u8>> {
@@ -225,15 +217,20 @@ fn read_fragment(tree: &tree::Tree, plan: &plan::Plan, i: usize) -> Result<Vec<u
     for &(file, _) in &frag.parts {
         let f = &plan.files[file];
         let (key, len) = f.tail.expect("a fragment part is a tail");
-        let path = tree.path(f.node);
-        let mut tail = vec![0; len as usize];
-        std::fs::File::open(&path)
-            .and_then(|h| h.read_exact_at(&mut tail, f.size - len as u64))
-            .with_context(|| format!("reading {}", path.display()))?;
-        if sha256(&tail) != key {
-            bail!("{} changed while the image was being written", path.display());
-        }
-        data.extend_from_slice(&tail);
+        let at = f.size - len as u64;
+        data.extend_from_slice(&read_checked(&tree.path(f.node), at, len as usize, &key)?);
+    }
+    Ok(data)
+}
+
+/// `len` bytes at `at`, which must still hash to what the plan saw.
+fn read_checked(path: &Path, at: u64, len: usize, key: &Key) -> Result<Vec<u8>> {
+    let mut data = vec![0; len];
+    std::fs::File::open(path)
+        .and_then(|h| h.read_exact_at(&mut data, at))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if sha256(&data) != *key {
+        bail!("{} changed while the image was being written", path.display());
     }
     Ok(data)
 }
@@ -265,7 +262,7 @@ fn write_image(
                 for _ in &f.blocks {
                     let s = stored.next().expect("one stored block per job");
                     w.put(&s.bytes)?;
-                    sizes.push(s.bytes.len() as u32 | if s.raw { RAW_BLOCK } else { 0 });
+                    sizes.push(s.size_field());
                 }
                 let (fragment, fragment_offset) = plan.tail_at[i].unwrap_or((NONE, 0));
                 FileLoc {
@@ -282,8 +279,7 @@ fn write_image(
     for _ in &plan.fragments {
         let s = stored.next().expect("one stored block per fragment");
         fragment_table.extend_from_slice(&w.pos.to_le_bytes());
-        fragment_table
-            .extend_from_slice(&(s.bytes.len() as u32 | if s.raw { RAW_BLOCK } else { 0 }).to_le_bytes());
+        fragment_table.extend_from_slice(&s.size_field().to_le_bytes());
         fragment_table.extend_from_slice(&0u32.to_le_bytes());
         w.put(&s.bytes)?;
     }
