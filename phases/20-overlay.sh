@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Copies the project's own files into the rootfs: overlay/ verbatim, the first-boot
 # partition definitions, and the RAUC config and keyring.
-# Inputs: COMPATIBLE BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE overlay/ repart.d/device/ rauc/
+# Inputs: COMPATIBLE BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE DATA_SIZE overlay/ repart.d/device/ rauc/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 

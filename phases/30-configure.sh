@@ -2,7 +2,7 @@
 # Turns the base system into an appliance: identity in os-release, units enabled and
 # masked, no login passwords, and what a read-only root needs.
 # Tools: systemctl
-# Inputs: IMAGE_ID IMAGE_VERSION
+# Inputs: IMAGE_ID IMAGE_VERSION HEALTH_UNITS
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
@@ -15,11 +15,19 @@ echo "$IMAGE_ID" > "$ROOTFS/etc/hostname"
 # Empty machine-id: systemd generates one per boot on a read-only root.
 : > "$ROOTFS/etc/machine-id"
 
-# The health report on the console, once the system is up.
-systemctl --root="$ROOTFS" enable loisto-health.service
-# An appliance has no interactive escape hatches (research doc, "Lockdown").
-systemctl --root="$ROOTFS" mask ctrl-alt-del.target rescue.service emergency.service \
-    console-getty.service getty@tty2.service
+# Boot entries for both slots, /data's layout, and the health check that marks a slot good
+# (or rolls an update back); the units it requires are listed for it.
+systemctl --root="$ROOTFS" enable loisto-boot-entries.service loisto-data.service loisto-health.service
+printf '%s\n' "# Units that must be active for a boot to count as healthy (HEALTH_UNITS)." \
+    "${HEALTH_UNITS[@]}" > "$ROOTFS/usr/lib/loisto/health-units"
+# The mount point of the user's partition, on the read-only root.
+mkdir -p "$ROOTFS/data"
+# An appliance has no interactive escape hatches (research doc, "Lockdown"); the overlay's
+# emergency.service reports and reboots instead of opening a shell.
+# No login on the serial console either (it would also print its prompt into the console
+# lines the device reports on).
+systemctl --root="$ROOTFS" mask ctrl-alt-del.target rescue.service \
+    console-getty.service getty@tty2.service serial-getty@.service
 # Nothing to do on a read-only root: these would only fail.
 systemctl --root="$ROOTFS" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer 2>/dev/null || true
 

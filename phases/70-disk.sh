@@ -1,31 +1,40 @@
 #!/usr/bin/env bash
 # Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/.
 # (The runner writes SHA256SUMS and manifest.json for every artifact after the last phase.)
-# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk faketime
-# Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE repart.d/build/
+# Tools: systemd-repart mkfs.vfat mmd mcopy mdir mkfs.ext4 sfdisk faketime
+# Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE DATA_SIZE repart.d/build/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
 roothash=$(cat "$(artifact .roothash)")
 # Values for the @...@ fields in repart.d/build/*.conf.
-UKI=$(artifact .efi)
 ROOT_IMAGE=$(artifact ".root.$ROOT_FORMAT")
 ROOT_VERITY=$(artifact .root.verity)
-# systemd finds the verity partitions by these: the root hash's two halves.
+# The root hash's two halves, as systemd derives partition UUIDs from it (the UKIs find the
+# partitions by label; the UUIDs keep the disk the systemd convention expects).
 ROOT_UUID=$(hex_to_uuid "${roothash:0:32}")
 ROOT_VERITY_UUID=$(hex_to_uuid "${roothash:32:32}")
 # A stopped clock (faketime -f with an absolute date); without -f faketime only starts the
 # clock there and it runs on, so a slow moment put a different second into a FAT timestamp.
 frozen_clock=$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')
 
-# Slot A's boot partition: an ESP with the UKI where firmware looks by default. Made here
-# with mtools under a clock frozen at SOURCE_DATE_EPOCH, so its timestamps are fixed.
-BOOT_IMAGE="$BUILD_DIR/boot-a.vfat"
-rm -f "$BOOT_IMAGE"
-truncate -s "$BOOT_SIZE" "$BOOT_IMAGE"
-faketime -f "$frozen_clock" mkfs.vfat -F 32 -n BOOT-A -i "${roothash:0:8}" "$BOOT_IMAGE" > /dev/null
-faketime -f "$frozen_clock" mmd -i "$BOOT_IMAGE" ::EFI ::EFI/BOOT
-faketime -f "$frozen_clock" mcopy -i "$BOOT_IMAGE" "$UKI" ::EFI/BOOT/BOOTX64.EFI
+# The boot partition's content, the same for both slots (the disk's boot-a, and what a
+# bundle writes into the slot it updates): slot A's UKI where firmware looks by default, slot
+# B's beside it; each slot's boot entry names its own. Made with mtools under a clock frozen at
+# SOURCE_DATE_EPOCH, so its timestamps are fixed.
+BOOT_IMAGE=$(artifact .boot.vfat)
+rm -f "$BOOT_IMAGE" "$BOOT_IMAGE.tmp"
+truncate -s "$BOOT_SIZE" "$BOOT_IMAGE.tmp"
+faketime -f "$frozen_clock" mkfs.vfat -F 32 -n BOOT -i "${roothash:0:8}" "$BOOT_IMAGE.tmp" > /dev/null
+faketime -f "$frozen_clock" mmd -i "$BOOT_IMAGE.tmp" ::EFI ::EFI/BOOT ::EFI/loisto
+if ! faketime -f "$frozen_clock" mcopy -i "$BOOT_IMAGE.tmp" "$(artifact .slot-a.efi)" ::EFI/BOOT/BOOTX64.EFI ||
+   ! faketime -f "$frozen_clock" mcopy -i "$BOOT_IMAGE.tmp" "$(artifact .slot-b.efi)" ::EFI/loisto/slot-b.efi; then
+    echo "the two UKIs ($(du -ch "$(artifact .slot-a.efi)" "$(artifact .slot-b.efi)" | tail -n 1 | cut -f1)) do not fit in BOOT_SIZE=$BOOT_SIZE: raise BOOT_SIZE in image.conf" >&2
+    exit 1
+fi
+mv "$BOOT_IMAGE.tmp" "$BOOT_IMAGE"
+touch -d "@$SOURCE_DATE_EPOCH" "$BOOT_IMAGE"
+mdir -i "$BOOT_IMAGE" -/ :: | tail -n 2
 
 # /var starts empty. It is made here, not by repart, because mkfs picks a random hash seed
 # otherwise; UUID and seed from the image identity keep the disk byte-identical.
@@ -53,5 +62,10 @@ seed=$(printf '%s %s %s' "$IMAGE_ID" "$IMAGE_VERSION" "$roothash" | sha256sum | 
 faketime -f "$frozen_clock" \
     systemd-repart --offline=yes --empty=create --size=auto --dry-run=no \
     --seed="$(hex_to_uuid "$seed")" --definitions="$defs" "$disk.tmp"
+# Room for /data behind the partitions: the device's systemd-repart makes it on first boot,
+# also when the image is flashed to a disk of exactly its size. sfdisk moves the backup GPT
+# to the new end, as it would be on a larger disk.
+truncate -s "+$DATA_SIZE" "$disk.tmp"
+sfdisk --quiet --relocate gpt-bak-std "$disk.tmp"
 mv "$disk.tmp" "$disk"
 sfdisk --dump "$disk"

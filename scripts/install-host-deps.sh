@@ -16,10 +16,11 @@ DEBIAN_PKGS=(
   qemu-system-x86 qemu-utils ovmf
   rauc openssl sbsigntool
   pacman-package-manager makepkg arch-install-scripts fakeroot libarchive-tools
-  shellcheck util-linux git curl
+  shellcheck util-linux git curl python3-virt-firmware
 )
-# These come from bookworm-backports on Debian 12.
-DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 qemu-utils mmdebstrap)
+# These come from bookworm-backports on Debian 12 (python3-virt-firmware: the update test reads
+# the VM's UEFI variables with virt-fw-vars).
+DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 qemu-utils mmdebstrap python3-virt-firmware)
 
 ARCH_PKGS=(
   arch-install-scripts pacman squashfs-tools erofs-utils cryptsetup zstd systemd systemd-ukify

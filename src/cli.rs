@@ -72,6 +72,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  loisto-image vm\n  loisto-image vm --headless --memory 2G --disk-size 8G\n  \
         loisto-image vm --headless --expect 'LOISTO-HEALTH .* dm=verity' --timeout 180\n  \
+        loisto-image vm --state /var/tmp/dev1 --usb output/loisto_0.2.0.raucb --expect 'LOISTO-HEALTH .*slot=B' --reboots 2\n  \
         LOISTO_VM_ACCEL=tcg loisto-image vm output/loisto_0.1.0.img --qemu-arg=-s"
     )]
     Vm(VmArgs),
@@ -197,8 +198,19 @@ pub struct VmArgs {
     #[arg(long)]
     pub headless: bool,
     /// Boot the image file itself, keeping what the guest writes (default: a throwaway overlay).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "state")]
     pub persist: bool,
+    /// Keep the machine in DIR: its disk (made from IMAGE on first use) and its UEFI variables
+    /// carry over to the next run with the same DIR, like a power cycle. Remove DIR to start over.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Plug in a USB stick holding FILE (repeatable), e.g. an update bundle.
+    #[arg(long, value_name = "FILE")]
+    pub usb: Vec<PathBuf>,
+    /// With --expect: how many guest reboots to follow before giving up (each reboot is a new
+    /// power-on of the same machine); without it, a reboot or panic ends the run.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "expect")]
+    pub reboots: u32,
     /// Extra QEMU argument (repeatable), e.g. --qemu-arg=-s.
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub qemu_args: Vec<String>,

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-const HEALTH: &str = r"^LOISTO-HEALTH id=loisto version=0\.1\.0 root=/dev/mapper/\S+ dm=verity$";
+const HEALTH: &str = r"^LOISTO-HEALTH id=loisto version=0\.1\.0 slot=A .*root=/dev/mapper/\S+ dm=verity$";
 
 struct Built {
     /// A copy of the repository's image project: tests write keys and sysext confs here.
@@ -160,7 +160,15 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
     let _one = exclusive();
     let b = built();
     let o = &b.output;
-    for name in ["img", "efi", "root.squashfs", "root.verity", "roothash"] {
+    for name in [
+        "img",
+        "slot-a.efi",
+        "slot-b.efi",
+        "boot.vfat",
+        "root.squashfs",
+        "root.verity",
+        "roothash",
+    ] {
         assert!(
             o.join(format!("loisto_0.1.0.{name}")).is_file(),
             "missing loisto_0.1.0.{name}"
@@ -178,7 +186,8 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
     let sums = std::fs::read_to_string(o.join("SHA256SUMS")).unwrap();
     for name in [
         "loisto_0.1.0.img",
-        "loisto_0.1.0.efi",
+        "loisto_0.1.0.slot-a.efi",
+        "loisto_0.1.0.boot.vfat",
         "loisto_0.1.0.root.squashfs",
     ] {
         assert!(
@@ -220,20 +229,42 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
         by_name(label);
     }
 
-    // The UKI pins that root hash on its command line.
-    let cmdline = Command::new("objcopy")
-        .args(["-O", "binary", "--only-section=.cmdline"])
-        .arg(o.join("loisto_0.1.0.efi"))
-        .arg(b.work.join("cmdline.txt"))
-        .status()
+    // Each slot's UKI pins that root hash and names its own partitions and slot.
+    let roothash = roothash.trim();
+    for slot in ["a", "b"] {
+        let cmdline = b.work.join(format!("cmdline-{slot}.txt"));
+        let st = Command::new("objcopy")
+            .args(["-O", "binary", "--only-section=.cmdline"])
+            .arg(o.join(format!("loisto_0.1.0.slot-{slot}.efi")))
+            .arg(&cmdline)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let cmdline = std::fs::read_to_string(&cmdline).unwrap();
+        for want in [
+            format!("roothash={roothash}"),
+            format!("systemd.verity_root_data=PARTLABEL=root-{slot} "),
+            format!("systemd.verity_root_hash=PARTLABEL=root-{slot}-verity "),
+            format!("rauc.slot={} ", slot.to_uppercase()),
+            "panic-on-corruption".to_string(),
+            "rd.emergency=reboot".to_string(),
+        ] {
+            assert!(cmdline.contains(&want), "slot {slot} lacks {want:?}: {cmdline}");
+        }
+    }
+    // The boot partition (in the disk and in bundles) holds both UKIs where the boot entries
+    // point: mtools reads the FAT, not our code.
+    let listing = Command::new("mdir")
+        .args(["-/", "-b", "-i"])
+        .arg(o.join("loisto_0.1.0.boot.vfat"))
+        .arg("::")
+        .output()
         .unwrap();
-    assert!(cmdline.success());
-    let cmdline = std::fs::read_to_string(b.work.join("cmdline.txt")).unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).to_lowercase();
     assert!(
-        cmdline.contains(&format!("roothash={}", roothash.trim())),
-        "{cmdline}"
+        listing.contains("::/efi/boot/bootx64.efi") && listing.contains("::/efi/loisto/slot-b.efi"),
+        "{listing}"
     );
-    assert!(cmdline.contains("panic-on-corruption"), "{cmdline}");
 }
 
 fn sfdisk_json(img: &Path) -> serde_json::Value {
@@ -337,18 +368,20 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
 
     // With keys in place the UKI phase signs, and the keyring goes into the image.
     b.run(&["build", "--from", "20"]).ok();
-    let uki = b.output.join("loisto_0.1.0.efi");
-    let sbverify = Command::new("sbverify")
-        .arg("--cert")
-        .arg(b.project.join("keys/secureboot.crt"))
-        .arg(&uki)
-        .output()
-        .unwrap();
-    assert!(
-        sbverify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sbverify.stderr)
-    );
+    for slot in ["a", "b"] {
+        let uki = b.output.join(format!("loisto_0.1.0.slot-{slot}.efi"));
+        let sbverify = Command::new("sbverify")
+            .arg("--cert")
+            .arg(b.project.join("keys/secureboot.crt"))
+            .arg(&uki)
+            .output()
+            .unwrap();
+        assert!(
+            sbverify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sbverify.stderr)
+        );
+    }
     assert!(b.project.join("build/rootfs/etc/rauc/keyring.pem").is_file());
 
     let r = b.run(&["bundle"]);

@@ -31,6 +31,14 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
     })?;
     let stem = format!("{}_{}", m.image_id, m.image_version);
     let format = conf.scalar("ROOT_FORMAT").unwrap_or("squashfs");
+    if format != "squashfs" {
+        return Err(UsageError::new(format!(
+            "{}: ROOT_FORMAT={format} cannot be installed by RAUC 1.8, which copies raw slot images only \
+             for the names it knows (*.squashfs, *.ext4, *.vfat); build with ROOT_FORMAT=squashfs to make bundles",
+            conf.path.display()
+        ))
+        .into());
+    }
     let artifact = |suffix: &str| -> Result<PathBuf> {
         let p = project.output.join(format!("{stem}{suffix}"));
         if p.is_file() {
@@ -43,10 +51,10 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
             .into())
         }
     };
-    let (root, verity, uki) = (
+    let (root, verity, boot) = (
         artifact(&format!(".root.{format}"))?,
         artifact(".root.verity")?,
-        artifact(".efi")?,
+        artifact(".boot.vfat")?,
     );
 
     let cert = args
@@ -84,9 +92,12 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
         .tempdir()
         .context("creating the bundle directory")?;
     let c = content.path();
-    link_or_copy(&root, &c.join(format!("root.{format}")))?;
-    link_or_copy(&verity, &c.join("root.verity"))?;
-    uki_tar(&uki, &c.join("boot.tar"), m.source_date_epoch)?;
+    // RAUC 1.8 picks its install handler by file name and has none for a bare hash tree: as
+    // *.squashfs the raw handler copies it byte for byte, which is all a verity slot needs.
+    link_or_copy(&root, &c.join("root.squashfs"))?;
+    link_or_copy(&verity, &c.join("root-verity.squashfs"))?;
+    // The boot partition image holds both slots' UKIs; each slot's boot entry names its own.
+    link_or_copy(&boot, &c.join("boot.vfat"))?;
     let adaptive = if args.no_adaptive {
         ""
     } else {
@@ -94,8 +105,8 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
     };
     let raucm = format!(
         "[update]\ncompatible={compatible}\nversion={}\nbuild={}\n\n[bundle]\nformat=verity\n\n\
-         [image.rootfs]\nfilename=root.{format}\n{adaptive}\n[image.verity]\nfilename=root.verity\n{adaptive}\n\
-         [image.boot]\nfilename=boot.tar\n",
+         [image.rootfs]\nfilename=root.squashfs\n{adaptive}\n[image.verity]\nfilename=root-verity.squashfs\n{adaptive}\n\
+         [image.boot]\nfilename=boot.vfat\n",
         m.image_version, m.source_date_epoch
     );
     std::fs::write(c.join("manifest.raucm"), raucm).context("writing manifest.raucm")?;
@@ -149,32 +160,5 @@ fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
     if std::fs::hard_link(src, dest).is_err() {
         std::fs::copy(src, dest).with_context(|| format!("copying {}", src.display()))?;
     }
-    Ok(())
-}
-
-/// The boot slot's content: the UKI where UEFI firmware looks for it, as a reproducible tar
-/// (RAUC formats the vfat slot and unpacks it).
-fn uki_tar(uki: &Path, tar: &Path, mtime: u64) -> Result<()> {
-    let stage = tar.with_extension("d");
-    let efi = stage.join("EFI/BOOT");
-    std::fs::create_dir_all(&efi)?;
-    link_or_copy(uki, &efi.join("BOOTX64.EFI"))?;
-    proc::output(
-        "tar",
-        [
-            "--create".to_string(),
-            "--file".into(),
-            tar.to_string_lossy().into_owned(),
-            "--directory".into(),
-            stage.to_string_lossy().into_owned(),
-            "--sort=name".into(),
-            format!("--mtime=@{mtime}"),
-            "--owner=0".into(),
-            "--group=0".into(),
-            "--numeric-owner".into(),
-            "EFI".into(),
-        ],
-    )?;
-    std::fs::remove_dir_all(&stage)?;
     Ok(())
 }

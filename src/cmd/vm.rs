@@ -4,34 +4,78 @@ use crate::cli::{Global, VmArgs};
 use crate::error::UsageError;
 use crate::project::Project;
 use crate::vm::serial::{self, Outcome, Watch};
-use crate::vm::{accel, firmware};
+use crate::vm::{accel, firmware, state, usb};
 use crate::{manifest, proc, ui};
 use anyhow::{Context, Result, bail};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     let project = Project::open(g).ok();
-    let image = match &args.image {
-        Some(i) => std::path::absolute(i).with_context(|| format!("resolving {}", i.display()))?,
-        None => last_built_image(project.as_ref())?,
+    let image_arg = || -> Result<PathBuf> {
+        let image = match &args.image {
+            Some(i) => std::path::absolute(i).with_context(|| format!("resolving {}", i.display()))?,
+            None => last_built_image(project.as_ref())?,
+        };
+        if !image.is_file() {
+            return Err(UsageError::new(format!("image {} does not exist", image.display())).into());
+        }
+        Ok(image)
     };
-    if !image.is_file() {
-        return Err(UsageError::new(format!("image {} does not exist", image.display())).into());
-    }
     let expect = args
         .expect
         .as_deref()
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| UsageError::new(format!("--expect: {e}")))?;
-    let log_path = match &project {
-        Some(p) if image.starts_with(&p.output) => p.output.join("logs").join("vm-serial.log"),
-        _ => PathBuf::from(format!("{}.serial.log", image.display())),
-    };
-
+    let wanted = args.disk_size.as_deref().map(parse_size).transpose()?;
     let fw = firmware::find(args.firmware.as_deref())?;
+    let work = tempfile::Builder::new()
+        .prefix("loisto-vm.")
+        .tempdir()
+        .context("creating a VM work directory")?;
+
+    // The disk, the UEFI variables and the serial log: a kept machine (--state), the image
+    // itself (--persist), or throwaway copies.
+    let (disk, format, vars, log_path, what) = if let Some(dir) = &args.state {
+        let st = state::open(dir, image_arg, wanted, &fw.vars)?;
+        let what = if st.fresh {
+            format!("new machine in {}", dir.display())
+        } else {
+            if args.image.is_some() {
+                eprintln!(
+                    "note: IMAGE is not used: {} has its disk already (remove the directory to start from IMAGE)",
+                    dir.display()
+                );
+            }
+            format!("machine in {}", dir.display())
+        };
+        (st.disk, "raw", st.vars, st.serial_log, what)
+    } else {
+        let image = image_arg()?;
+        let vars = if args.persist {
+            PathBuf::from(format!("{}.vars.fd", image.display()))
+        } else {
+            work.path().join("vars.fd")
+        };
+        if !vars.exists() {
+            std::fs::copy(&fw.vars, &vars)
+                .with_context(|| format!("copying {} to {}", fw.vars.display(), vars.display()))?;
+        }
+        let log_path = match &project {
+            Some(p) if image.starts_with(&p.output) => p.output.join("logs").join("vm-serial.log"),
+            _ => PathBuf::from(format!("{}.serial.log", image.display())),
+        };
+        let (disk, format) = prepare_disk(&image, work.path(), wanted, args.persist)?;
+        (disk, format, vars, log_path, image.display().to_string())
+    };
+    let mut sticks = Vec::new();
+    for (i, file) in args.usb.iter().enumerate() {
+        sticks.push(usb::stick(file, work.path(), i)?);
+    }
+
     let (accel, note) = accel::choose(&args.accel, &args.qemu, &fw)?;
     if let Some(note) = note {
         eprintln!("note: {note}");
@@ -41,21 +85,6 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         eprintln!("note: no DISPLAY or WAYLAND_DISPLAY: running headless (serial console on this terminal)");
     }
 
-    let work = tempfile::Builder::new()
-        .prefix("loisto-vm.")
-        .tempdir()
-        .context("creating a VM work directory")?;
-    let vars = if args.persist {
-        PathBuf::from(format!("{}.vars.fd", image.display()))
-    } else {
-        work.path().join("vars.fd")
-    };
-    if !vars.exists() {
-        std::fs::copy(&fw.vars, &vars)
-            .with_context(|| format!("copying {} to {}", fw.vars.display(), vars.display()))?;
-    }
-    let (disk, format) = prepare_disk(&image, work.path(), args)?;
-
     let mut cmd = Command::new(&args.qemu);
     cmd.args(["-accel", accel.name(), "-machine", "q35"])
         .args(["-cpu", if accel == accel::Accel::Kvm { "host" } else { "max" }])
@@ -63,14 +92,16 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         .args(fw.qemu_args(&vars))
         .arg("-drive")
         .arg(format!("if=virtio,format={format},file={}", disk.display()))
-        .args(["-nic", "user,model=virtio-net-pci"]);
+        .args(["-nic", "user,model=virtio-net-pci"])
+        .args(usb::qemu_args(&sticks));
     if headless {
         cmd.args(["-display", "none", "-vga", "none"]);
     } else {
         cmd.args(["-device", "virtio-vga"]);
     }
     if expect.is_some() {
-        // A kernel panic (verity corruption) reboots; make that end the run instead.
+        // A reset (reboot, or a panic with panic=N) ends QEMU instead of restarting inside it,
+        // so each boot is seen: it ends the run, or with --reboots the machine is started again.
         cmd.args(["-no-reboot", "-serial", "stdio", "-monitor", "none"])
             .stdin(Stdio::null());
     } else {
@@ -86,21 +117,45 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     if !g.quiet {
         eprintln!(
-            "booting {} ({}, {} MiB disk, serial log {})",
-            image.display(),
+            "booting {what} ({}, {} MiB disk{}, serial log {})",
             accel.name(),
             disk_mib(&disk),
+            if sticks.is_empty() {
+                String::new()
+            } else {
+                format!(", {} USB stick(s)", sticks.len())
+            },
             log_path.display()
         );
     }
-    let mut child = proc::spawn(&mut cmd)?;
-    let watch = Watch {
-        expect: expect.as_ref(),
-        timeout: expect.as_ref().map(|_| Duration::from_secs(args.timeout)),
-        echo: expect.is_none() || g.verbose,
-    };
     let started = std::time::Instant::now();
-    let report = serial::follow(&mut child, &mut log, &watch)?;
+    let deadline = expect
+        .as_ref()
+        .map(|_| started + Duration::from_secs(args.timeout));
+    let mut boot = 1;
+    let report = loop {
+        let mut child = proc::spawn(&mut cmd)?;
+        let watch = Watch {
+            expect: expect.as_ref(),
+            timeout: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
+            echo: expect.is_none() || g.verbose,
+        };
+        let report = serial::follow(&mut child, &mut log, &watch)?;
+        let reset = matches!(report.outcome, Outcome::Exited(_)) && !report.powered_off();
+        if !(reset && expect.is_some() && boot <= args.reboots) {
+            break report;
+        }
+        boot += 1;
+        let line = format!(
+            "loisto-image vm: the guest reset after {}; powering on again (boot {boot} of at most {})",
+            ui::secs(started.elapsed()),
+            args.reboots + 1
+        );
+        writeln!(log, "\n--- {line} ---").context("writing the serial log")?;
+        if !g.quiet {
+            eprintln!("{line}");
+        }
+    };
     let took = ui::secs(started.elapsed());
     let tail = || {
         report
@@ -110,28 +165,37 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    let boots = if boot > 1 {
+        format!(" and {} reboot(s)", boot - 1)
+    } else {
+        String::new()
+    };
     match (&report.outcome, &expect) {
         (Outcome::Matched(line), _) => {
             if !g.quiet {
-                eprintln!("matched after {took}: {line}");
+                eprintln!("matched after {took}{boots}: {line}");
             }
             Ok(())
         }
         (Outcome::TimedOut, Some(re)) => {
             bail!(
-                "no serial console line matched /{re}/ within {} s; last lines:\n{}\nfull log: {}",
+                "no serial console line matched /{re}/ within {} s{boots}; last lines:\n{}\nfull log: {}",
                 args.timeout,
                 tail(),
                 log_path.display()
             )
         }
         (Outcome::Exited(code), Some(re)) => bail!(
-            "the VM stopped after {took} (qemu exit {}) before the console matched /{re}/{}; last lines:\n{}\nfull log: {}",
+            "the VM stopped after {took}{boots} (qemu exit {}) before the console matched /{re}/{}; last lines:\n{}\nfull log: {}",
             code.map_or("by signal".into(), |c| c.to_string()),
             if report.last_lines.iter().any(|l| l.contains("Kernel panic")) {
                 " (kernel panic)"
+            } else if report.powered_off() {
+                " (the guest powered off)"
+            } else if args.reboots > 0 {
+                " (it reset once more than --reboots allows)"
             } else {
-                ""
+                " (the guest reset; --reboots N follows N reboots)"
             },
             tail(),
             log_path.display()
@@ -168,20 +232,24 @@ fn last_built_image(project: Option<&Project>) -> Result<PathBuf> {
 }
 
 /// The disk QEMU gets: a throwaway qcow2 overlay on the image unless --persist.
-fn prepare_disk(image: &Path, work: &Path, args: &VmArgs) -> Result<(PathBuf, &'static str)> {
+fn prepare_disk(
+    image: &Path,
+    work: &Path,
+    wanted: Option<u64>,
+    persist: bool,
+) -> Result<(PathBuf, &'static str)> {
     let image_size = std::fs::metadata(image)?.len();
-    let wanted = args.disk_size.as_deref().map(parse_size).transpose()?;
     if let Some(w) = wanted
         && w < image_size
     {
         return Err(UsageError::new(format!(
-            "--disk-size {} is smaller than the image ({} MiB)",
-            args.disk_size.as_deref().unwrap_or(""),
+            "--disk-size ({} MiB) is smaller than the image ({} MiB)",
+            w >> 20,
             image_size >> 20
         ))
         .into());
     }
-    if args.persist {
+    if persist {
         if let Some(w) = wanted {
             let f = std::fs::OpenOptions::new().write(true).open(image)?;
             f.set_len(w)

@@ -3,3 +3,5 @@
 pub mod accel;
 pub mod firmware;
 pub mod serial;
+pub mod state;
+pub mod usb;

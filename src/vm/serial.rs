@@ -26,6 +26,13 @@ pub struct Report {
     pub last_lines: Vec<String>,
 }
 
+impl Report {
+    /// The kernel said it powers off ("reboot: Power down"), as opposed to a reset.
+    pub fn powered_off(&self) -> bool {
+        self.last_lines.iter().any(|l| l.contains("reboot: Power down"))
+    }
+}
+
 /// Reads the child's stdout until a match, a timeout or the end, then stops the child.
 pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<Report> {
     let mut out = child.stdout.take().context("QEMU's serial output is not piped")?;
@@ -94,12 +101,16 @@ fn take_lines(partial: &mut Vec<u8>, tail: &mut VecDeque<String>, expect: Option
     None
 }
 
-/// A console line as a person reads it: no escape sequences, no carriage returns.
-fn clean(raw: &[u8]) -> String {
+/// A console line as a person reads it: no escape sequences, and what a carriage return
+/// overwrote is gone (systemd's status line is erased with `\r`, spaces, `\r` before the next
+/// line is written over it).
+pub fn clean(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
-    console::strip_ansi_codes(&text)
-        .replace('\r', "")
-        .trim_end_matches('\n')
+    let text = console::strip_ansi_codes(&text);
+    let text = text.trim_end_matches(['\n', '\r']);
+    text.rsplit('\r')
+        .find(|part| !part.trim().is_empty())
+        .unwrap_or("")
         .to_string()
 }
 
@@ -119,5 +130,15 @@ mod tests {
             Some("HEALTH id=loisto")
         );
         assert_eq!(tail, ["boot", "OK", "HEALTH id=loisto"]);
+    }
+
+    #[test]
+    fn text_a_carriage_return_overwrote_is_dropped() {
+        assert_eq!(
+            clean(b"\r          \rLOISTO-UPDATE done\r\n"),
+            "LOISTO-UPDATE done"
+        );
+        assert_eq!(clean(b"plain\r\n"), "plain");
+        assert_eq!(clean(b"\r\n"), "");
     }
 }

@@ -1,0 +1,82 @@
+# Shared by the loisto-* device services: console lines, the booted slot, update state.
+# shellcheck shell=sh
+
+# shellcheck disable=SC2034 # both are used by the scripts that source this file
+# State that outlives updates and rollbacks: /var is shared by both slots.
+UPDATE_STATE=/var/lib/loisto/update
+# Marks this boot healthy; the USB updater installs nothing before it exists.
+# shellcheck disable=SC2034
+HEALTHY_FLAG=/run/loisto/healthy
+
+# One line on the console (tests and fleet tooling match on "LOISTO-<TAG> ...") and in the journal.
+say() {
+    tag=$1
+    shift
+    echo "LOISTO-$tag $*"
+    logger -t "loisto-$(echo "$tag" | tr '[:upper:]' '[:lower:]')" -- "$*" 2>/dev/null || true
+}
+
+# The slot this boot came from: rauc.slot= on the UKI's command line (A or B).
+booted_slot() {
+    for word in $(cat /proc/cmdline); do
+        case "$word" in rauc.slot=*) echo "${word#rauc.slot=}"; return 0 ;; esac
+    done
+    echo "?"
+}
+
+other_slot() {
+    case "$1" in A) echo B ;; B) echo A ;; *) echo "?" ;; esac
+}
+
+# RAUC's view of every slot, as shell variables (RAUC_SLOTS, RAUC_SLOT_BOOTNAME_<n>, ...).
+rauc_slots() {
+    rauc status --detailed --output-format=shell 2>/dev/null
+}
+
+# Replaces file $1 with standard input so that it survives a power cut right after: the data
+# and the rename both reach the disk before this returns.
+commit() {
+    cat > "$1.new"
+    sync "$1.new"
+    mv "$1.new" "$1"
+    sync "$(dirname "$1")"
+}
+
+# "good" or "bad" for slot bootname $1 according to RAUC (the efi backend: in BootOrder or not).
+slot_boot_status() {
+    (
+        eval "$(rauc_slots)" || exit 1
+        for i in $RAUC_SLOTS; do
+            eval "name=\${RAUC_SLOT_BOOTNAME_$i:-} status=\${RAUC_SLOT_BOOT_STATUS_$i:-}"
+            # shellcheck disable=SC2154
+            if [ "$name" = "$1" ]; then echo "${status:-unknown}"; exit 0; fi
+        done
+        echo unknown
+    )
+}
+
+# "A=good:0.2.0 B=bad:0.3.0": boot status and installed bundle version of each bootable slot.
+slots_summary() {
+    (
+        eval "$(rauc_slots)" || { echo "unknown"; exit 0; }
+        out=""
+        for i in $RAUC_SLOTS; do
+            eval "name=\${RAUC_SLOT_BOOTNAME_$i:-} status=\${RAUC_SLOT_BOOT_STATUS_$i:-} version=\${RAUC_SLOT_STATUS_BUNDLE_VERSION_$i:-}"
+            # shellcheck disable=SC2154
+            [ -n "$name" ] && out="$out $name=${status:-unknown}:${version:-factory}"
+        done
+        echo "${out# }" | tr ' ' '\n' | sort | tr '\n' ' ' | sed 's/ $//'
+
+    )
+}
+
+# Reads KEY=VALUE lines of an update record into shell variables prefixed with $2.
+read_record() {
+    [ -f "$1" ] || return 1
+    # shellcheck disable=SC2034 # read through eval
+    while IFS='=' read -r key value; do
+        case "$key" in
+            slot|version|sha256|bundle|result) eval "$2$key=\$value" ;;
+        esac
+    done < "$1"
+}

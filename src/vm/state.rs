@@ -1,0 +1,94 @@
+//! `vm --state DIR`: a machine that keeps its disk and its UEFI variables between runs, so
+//! boot entries, BootNext and BootOrder carry over the way they do across a power cycle.
+
+use crate::error::UsageError;
+use crate::proc;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub struct State {
+    pub disk: PathBuf,
+    pub vars: PathBuf,
+    pub serial_log: PathBuf,
+    /// The disk was made from the image in this run (the machine's first power-on).
+    pub fresh: bool,
+}
+
+/// Opens the machine in `dir`, making it from `image` when it has no disk yet. `image` is
+/// asked for only then: a machine that exists boots what its disk holds now.
+pub fn open(
+    dir: &Path,
+    image: impl FnOnce() -> Result<PathBuf>,
+    size: Option<u64>,
+    vars_template: &Path,
+) -> Result<State> {
+    let state = State {
+        disk: dir.join("disk.img"),
+        vars: dir.join("vars.fd"),
+        serial_log: dir.join("serial.log"),
+        fresh: false,
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError::new(format!("--state {}: not a directory", dir.display())).into());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let fresh = !state.disk.exists();
+    if fresh {
+        let image = image()?;
+        // Made under a temporary name: an interrupted copy must not pass for a machine later.
+        let partial = dir.join("disk.img.partial");
+        proc::output(
+            "cp",
+            ["--sparse=always".as_ref(), image.as_os_str(), partial.as_os_str()],
+        )
+        .with_context(|| format!("copying {} into the VM state", image.display()))?;
+        std::fs::rename(&partial, &state.disk).context("keeping the VM disk")?;
+        // New disk, new machine: variables from an older disk would point at other partitions.
+        let _ = std::fs::remove_file(&state.vars);
+    }
+    if let Some(want) = size {
+        let have = std::fs::metadata(&state.disk)?.len();
+        if want < have {
+            return Err(UsageError::new(format!(
+                "--disk-size is smaller than the disk in {} ({} MiB); disks only grow",
+                dir.display(),
+                have >> 20
+            ))
+            .into());
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(&state.disk)?;
+        f.set_len(want)
+            .with_context(|| format!("growing {}", state.disk.display()))?;
+    }
+    if !state.vars.exists() {
+        std::fs::copy(vars_template, &state.vars)
+            .with_context(|| format!("copying {} to {}", vars_template.display(), state.vars.display()))?;
+    }
+    Ok(State { fresh, ..state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_is_made_once_and_then_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let image = t.path().join("image.img");
+        std::fs::write(&image, vec![7u8; 8192]).unwrap();
+        let vars = t.path().join("VARS.fd");
+        std::fs::write(&vars, b"template").unwrap();
+        let dir = t.path().join("machine");
+
+        let s = open(&dir, || Ok(image.clone()), Some(16384), &vars).unwrap();
+        assert!(s.fresh);
+        assert_eq!(std::fs::metadata(&s.disk).unwrap().len(), 16384);
+        std::fs::write(&s.vars, b"boot entries").unwrap();
+
+        // The second run boots the same disk and variables and never needs the image.
+        let s = open(&dir, || panic!("image asked for"), None, &vars).unwrap();
+        assert!(!s.fresh);
+        assert_eq!(std::fs::read(&s.vars).unwrap(), b"boot entries");
+        assert!(open(&dir, || panic!(), Some(4096), &vars).is_err());
+    }
+}
