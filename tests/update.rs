@@ -7,6 +7,7 @@
 mod common;
 
 use common::{BIN, Run};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -81,20 +82,30 @@ impl Rig {
         (serial, started.elapsed().as_secs_f64())
     }
 
-    /// The firmware's boot entries and BootOrder/BootNext, read from the machine's UEFI
-    /// variable store by virt-fw-vars (not by the guest).
-    fn boot_variables(&self) -> Vec<String> {
+    /// The firmware's boot entries and BootOrder/BootNext (name -> hex data), read from the
+    /// machine's UEFI variable store by virt-fw-vars, not by the guest.
+    fn boot_variables(&self) -> BTreeMap<String, String> {
+        let json = self.work.join("vars.json");
         let out = Command::new("virt-fw-vars")
             .arg("--input")
             .arg(self.state.join("vars.fd"))
-            .arg("--print")
+            .arg("--output-json")
+            .arg(&json)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("Boot"))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        let dump: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        dump["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"].as_str().unwrap().starts_with("Boot"))
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().to_string(),
+                    v["data"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     }
 
@@ -156,11 +167,15 @@ fn has_line(serial: &str, re: &str) -> String {
         .unwrap_or_else(|| panic!("no console line matches /{re}/:\n{}", loisto_lines(serial)))
 }
 
-fn bootorder(vars: &[String]) -> String {
-    vars.iter()
-        .find(|l| l.starts_with("BootOrder"))
-        .cloned()
-        .unwrap_or_default()
+/// BootOrder as entry numbers (the variable is an array of little-endian u16).
+fn boot_order(vars: &BTreeMap<String, String>) -> Vec<u16> {
+    let hex = vars.get("BootOrder").map(String::as_str).unwrap_or("");
+    (0..hex.len() / 4)
+        .map(|i| {
+            let b = |j: usize| u16::from_str_radix(&hex[i * 4 + j..i * 4 + j + 2], 16).unwrap();
+            b(0) | (b(2) << 8)
+        })
+        .collect()
 }
 
 #[test]
@@ -238,10 +253,10 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
         .to_string();
     has_line(&serial, r"^LOISTO-SLOTS A=good:\S+ B=bad:\S+ booted=A$");
     let vars_first = rig.boot_variables();
+    let order = boot_order(&vars_first);
     assert!(
-        bootorder(&vars_first).starts_with("BootOrder : boot order: 1a0a,")
-            && !bootorder(&vars_first).contains("1a0b"),
-        "{vars_first:?}"
+        order.first() == Some(&0x1A0A) && !order.contains(&0x1A0B) && vars_first.contains_key("Boot1A0B"),
+        "A first in BootOrder, B out of it but present: {vars_first:?}"
     );
     let parts_first = rig.partition_hashes();
     assert!(
@@ -301,10 +316,10 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
     );
     has_line(&serial, r"^LOISTO-SLOTS A=good:\S+ B=good:0\.2\.0 booted=B$");
     has_line(&serial, &format!(r"^LOISTO-DATA kept id={data_id} "));
-    assert!(
-        bootorder(&rig.boot_variables()).starts_with("BootOrder : boot order: 1a0b, 1a0a"),
-        "{:?}",
-        rig.boot_variables()
+    assert_eq!(
+        boot_order(&rig.boot_variables())[..2],
+        [0x1A0B, 0x1A0A],
+        "B good and first, A good"
     );
 
     // A stick with v3: installed into A, its trial boot is not healthy and reboots, and the
@@ -331,12 +346,12 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
     );
     has_line(&serial, r"^LOISTO-SLOTS A=bad:0\.3\.0 B=good:0\.2\.0 booted=B$");
     let vars = rig.boot_variables();
-    let order = bootorder(&vars);
+    let order = boot_order(&vars);
     assert!(
-        order.starts_with("BootOrder : boot order: 1a0b,") && !order.contains("1a0a"),
-        "{vars:?}"
+        order.first() == Some(&0x1A0B) && !order.contains(&0x1A0A),
+        "B first, A out of BootOrder (bad): {order:x?}"
     );
-    assert!(!vars.iter().any(|l| l.starts_with("BootNext")), "{vars:?}");
+    assert!(!vars.contains_key("BootNext"), "{vars:?}");
 
     eprintln!(
         "figures (TCG): build v1 {t_v1:.0} s, v2 {t_v2:.0} s, v3 {t_v3:.0} s; bundle {bundle_mib:.1} MiB in \
