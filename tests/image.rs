@@ -438,26 +438,7 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
 
     // Another CA's keyring must refuse it.
     let other = tempfile::tempdir().unwrap();
-    let (k, c) = (other.path().join("k.pem"), other.path().join("c.pem"));
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=other",
-        ])
-        .arg("-keyout")
-        .arg(&k)
-        .arg("-out")
-        .arg(&c)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    let (_, c) = common::foreign_signing_pair(other.path());
     assert!(
         !info(&bundle, &c).status.success(),
         "a bundle verified against a foreign keyring"

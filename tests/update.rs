@@ -204,21 +204,8 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
         .ok();
 
     // The same v3, signed by a CA the device does not trust.
-    let (key, cert) = (rig.path("other.key"), rig.path("other.crt"));
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "30", "-subj", "/CN=someone else"])
-        .args(["-keyout", &key, "-out", &cert])
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let (key, cert) = common::foreign_signing_pair(&rig.work);
+    let (key, cert) = (key.to_string_lossy(), cert.to_string_lossy());
     let foreign = rig.path("foreign.raucb");
     rig.run(&[
         "--set",

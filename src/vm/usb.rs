@@ -70,3 +70,17 @@ pub fn qemu_args(sticks: &[PathBuf]) -> Vec<String> {
     }
     args
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_stick_is_a_usb_disk_and_nothing_asks_for_a_boot_order() {
+        assert!(qemu_args(&[]).is_empty());
+        let args = qemu_args(&[PathBuf::from("/w/usb0.img"), PathBuf::from("/w/usb1.img")]);
+        assert_eq!(args.iter().filter(|a| a.starts_with("usb-storage,")).count(), 2);
+        assert!(args.contains(&"if=none,id=stick1,format=raw,file=/w/usb1.img".to_string()));
+        assert!(!args.iter().any(|a| a.contains("bootindex")), "{args:?}");
+    }
+}

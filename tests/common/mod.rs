@@ -137,3 +137,26 @@ pub fn copy_repo_project(dest: &Path) {
     }
     let _ = std::fs::remove_file(dest.join("rauc/keyring.pem"));
 }
+
+/// A self-signed P-256 key and certificate in `dir` (key.pem, cert.pem): someone the project's
+/// keyring does not trust.
+pub fn foreign_signing_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "30", "-subj", "/CN=someone else", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (key, cert)
+}
