@@ -30,51 +30,18 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| UsageError::new(format!("--expect: {e}")))?;
-    let wanted = args.disk_size.as_deref().map(parse_size).transpose()?;
     let fw = firmware::find(args.firmware.as_deref())?;
     let work = tempfile::Builder::new()
         .prefix("loisto-vm.")
         .tempdir()
         .context("creating a VM work directory")?;
 
-    // The disk, the UEFI variables and the serial log: a kept machine (--state), the image
-    // itself (--persist), or throwaway copies.
-    let (disk, format, vars, log_path, what) = if let Some(dir) = &args.state {
-        let st = state::open(dir, image_arg, wanted, &fw.vars)?;
-        let what = if st.fresh {
-            format!("new machine in {}", dir.display())
-        } else {
-            if args.image.is_some() {
-                eprintln!(
-                    "note: IMAGE is not used: {} has its disk already (remove the directory to start from IMAGE)",
-                    dir.display()
-                );
-            }
-            format!("machine in {}", dir.display())
-        };
-        (st.disk, "raw", st.vars, st.serial_log, what)
-    } else {
-        let image = image_arg()?;
-        let vars = if args.persist {
-            PathBuf::from(format!("{}.vars.fd", image.display()))
-        } else {
-            work.path().join("vars.fd")
-        };
-        if !vars.exists() {
-            std::fs::copy(&fw.vars, &vars)
-                .with_context(|| format!("copying {} to {}", fw.vars.display(), vars.display()))?;
-        }
-        let log_path = match &project {
-            Some(p) if image.starts_with(&p.output) => p.output.join("logs").join("vm-serial.log"),
-            _ => PathBuf::from(format!("{}.serial.log", image.display())),
-        };
-        let (disk, format) = prepare_disk(&image, work.path(), wanted, args.persist)?;
-        (disk, format, vars, log_path, image.display().to_string())
-    };
+    // Sticks first: a bad --usb must not cost the copy of a disk into a new --state.
     let mut sticks = Vec::new();
     for (i, file) in args.usb.iter().enumerate() {
         sticks.push(usb::stick(file, work.path(), i)?);
     }
+    let m = machine(args, project.as_ref(), &fw, work.path(), image_arg)?;
 
     let (accel, note) = accel::choose(&args.accel, &args.qemu, &fw)?;
     if let Some(note) = note {
@@ -89,9 +56,9 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     cmd.args(["-accel", accel.name(), "-machine", "q35"])
         .args(["-cpu", if accel == accel::Accel::Kvm { "host" } else { "max" }])
         .args(["-smp", &args.cpus.to_string(), "-m", &args.memory])
-        .args(fw.qemu_args(&vars))
+        .args(fw.qemu_args(&m.vars))
         .arg("-drive")
-        .arg(format!("if=virtio,format={format},file={}", disk.display()))
+        .arg(format!("if=virtio,format={},file={}", m.format, m.disk.display()))
         .args(["-nic", "user,model=virtio-net-pci"])
         .args(usb::qemu_args(&sticks));
     if headless {
@@ -110,16 +77,18 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     }
     cmd.args(&args.qemu_args).stdout(Stdio::piped());
 
+    let log_path = &m.serial_log;
     if let Some(parent) = log_path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut log =
-        std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
     if !g.quiet {
         eprintln!(
-            "booting {what} ({}, {} MiB disk{}, serial log {})",
+            "booting {} ({}, {} MiB disk{}, serial log {})",
+            m.what,
             accel.name(),
-            disk_mib(&disk),
+            disk_mib(&m.disk),
             if sticks.is_empty() {
                 String::new()
             } else {
@@ -129,33 +98,7 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         );
     }
     let started = std::time::Instant::now();
-    let deadline = expect
-        .as_ref()
-        .map(|_| started + Duration::from_secs(args.timeout));
-    let mut boot = 1;
-    let report = loop {
-        let mut child = proc::spawn(&mut cmd)?;
-        let watch = Watch {
-            expect: expect.as_ref(),
-            timeout: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
-            echo: expect.is_none() || g.verbose,
-        };
-        let report = serial::follow(&mut child, &mut log, &watch)?;
-        let reset = matches!(report.outcome, Outcome::Exited(_)) && !report.powered_off();
-        if !(reset && expect.is_some() && boot <= args.reboots) {
-            break report;
-        }
-        boot += 1;
-        let line = format!(
-            "loisto-image vm: the guest reset after {}; powering on again (boot {boot} of at most {})",
-            ui::secs(started.elapsed()),
-            args.reboots + 1
-        );
-        writeln!(log, "\n--- {line} ---").context("writing the serial log")?;
-        if !g.quiet {
-            eprintln!("{line}");
-        }
-    };
+    let (report, boot) = boot_until(&mut cmd, &mut log, expect.as_ref(), args, g)?;
     let took = ui::secs(started.elapsed());
     let tail = || {
         report
@@ -205,6 +148,108 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
             bail!("qemu exited with {code:?}; serial log: {}", log_path.display())
         }
         (Outcome::TimedOut, None) => unreachable!("no timeout without --expect"),
+    }
+}
+
+/// Where the machine lives: its disk, UEFI variables and serial log.
+struct Machine {
+    disk: PathBuf,
+    format: &'static str,
+    vars: PathBuf,
+    serial_log: PathBuf,
+    /// What is booted, for the first line the user sees.
+    what: String,
+}
+
+/// A kept machine (--state), the image itself (--persist), or throwaway copies in `work`.
+fn machine(
+    args: &VmArgs,
+    project: Option<&Project>,
+    fw: &firmware::Firmware,
+    work: &Path,
+    image_arg: impl FnOnce() -> Result<PathBuf>,
+) -> Result<Machine> {
+    let wanted = args.disk_size.as_deref().map(parse_size).transpose()?;
+    if let Some(dir) = &args.state {
+        let st = state::open(dir, image_arg, wanted, &fw.vars)?;
+        if !st.fresh && args.image.is_some() {
+            eprintln!(
+                "note: IMAGE is not used: {} has its disk already (remove the directory to start from IMAGE)",
+                dir.display()
+            );
+        }
+        let what = format!(
+            "{}machine in {}",
+            if st.fresh { "new " } else { "" },
+            dir.display()
+        );
+        return Ok(Machine {
+            disk: st.disk,
+            format: "raw",
+            vars: st.vars,
+            serial_log: st.serial_log,
+            what,
+        });
+    }
+    let image = image_arg()?;
+    let vars = if args.persist {
+        PathBuf::from(format!("{}.vars.fd", image.display()))
+    } else {
+        work.join("vars.fd")
+    };
+    if !vars.exists() {
+        std::fs::copy(&fw.vars, &vars)
+            .with_context(|| format!("copying {} to {}", fw.vars.display(), vars.display()))?;
+    }
+    let serial_log = match project {
+        Some(p) if image.starts_with(&p.output) => p.output.join("logs").join("vm-serial.log"),
+        _ => PathBuf::from(format!("{}.serial.log", image.display())),
+    };
+    let (disk, format) = prepare_disk(&image, work, wanted, args.persist)?;
+    Ok(Machine {
+        disk,
+        format,
+        vars,
+        serial_log,
+        what: image.display().to_string(),
+    })
+}
+
+/// Runs QEMU and follows the console until `expect` matches, the time is up, or QEMU exits.
+/// With --reboots N, a guest reset powers the same machine on again, up to N times. Returns
+/// the last boot's report and how many boots there were.
+fn boot_until(
+    cmd: &mut Command,
+    log: &mut std::fs::File,
+    expect: Option<&regex::Regex>,
+    args: &VmArgs,
+    g: &Global,
+) -> Result<(serial::Report, u32)> {
+    let started = std::time::Instant::now();
+    let deadline = expect.map(|_| started + Duration::from_secs(args.timeout));
+    let mut boot = 1;
+    loop {
+        let mut child = proc::spawn(cmd)?;
+        let watch = Watch {
+            expect,
+            timeout: deadline.map(|d| d.saturating_duration_since(std::time::Instant::now())),
+            echo: expect.is_none() || g.verbose,
+        };
+        let report = serial::follow(&mut child, log, &watch)?;
+        let reset = matches!(report.outcome, Outcome::Exited(_)) && !report.powered_off();
+        if !(reset && expect.is_some() && boot <= args.reboots) {
+            return Ok((report, boot));
+        }
+        boot += 1;
+        let line = format!(
+            "loisto-image vm: the guest reset after {}; powering on again (boot {boot} of at most {})",
+            ui::secs(started.elapsed()),
+            args.reboots + 1
+        );
+        writeln!(log, "\n--- {line} ---").context("writing the serial log")?;
+        if !g.quiet {
+            eprintln!("{line}");
+        }
     }
 }
 

@@ -104,7 +104,7 @@ fn take_lines(partial: &mut Vec<u8>, tail: &mut VecDeque<String>, expect: Option
 /// A console line as a person reads it: no escape sequences, and what a carriage return
 /// overwrote is gone (systemd's status line is erased with `\r`, spaces, `\r` before the next
 /// line is written over it).
-pub fn clean(raw: &[u8]) -> String {
+fn clean(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let text = console::strip_ansi_codes(&text);
     let text = text.trim_end_matches(['\n', '\r']);

@@ -42,32 +42,30 @@ commit() {
     sync "$(dirname "$1")"
 }
 
-# "good" or "bad" for slot bootname $1 according to RAUC (the efi backend: in BootOrder or not).
-slot_boot_status() {
-    (
-        eval "$(rauc_slots)" || exit 1
-        for i in $RAUC_SLOTS; do
-            eval "name=\${RAUC_SLOT_BOOTNAME_$i:-} status=\${RAUC_SLOT_BOOT_STATUS_$i:-}"
-            # shellcheck disable=SC2154
-            if [ "$name" = "$1" ]; then echo "${status:-unknown}"; exit 0; fi
-        done
-        echo unknown
-    )
-}
-
-# "A=good:0.2.0 B=bad:0.3.0": boot status and installed bundle version of each bootable slot.
+# "A=good:0.2.0 B=bad:0.3.0": boot status and installed bundle version of each bootable slot,
+# sorted by bootname ("factory" for a slot no bundle has written).
 slots_summary() {
     (
         eval "$(rauc_slots)" || { echo "unknown"; exit 0; }
-        out=""
         for i in $RAUC_SLOTS; do
             eval "name=\${RAUC_SLOT_BOOTNAME_$i:-} status=\${RAUC_SLOT_BOOT_STATUS_$i:-} version=\${RAUC_SLOT_STATUS_BUNDLE_VERSION_$i:-}"
             # shellcheck disable=SC2154
-            [ -n "$name" ] && out="$out $name=${status:-unknown}:${version:-factory}"
-        done
-        echo "${out# }" | tr ' ' '\n' | sort | tr '\n' ' ' | sed 's/ $//'
-
+            [ -n "$name" ] && echo "$name=${status:-unknown}:${version:-factory}"
+        done | sort | tr '\n' ' ' | sed 's/ $//'
     )
+}
+
+# "good", "bad" or "unknown" for slot bootname $1, as RAUC sees it.
+slot_boot_status() {
+    status=$(slots_summary | tr ' ' '\n' | sed -n "s/^$1=\([a-z]*\):.*/\1/p")
+    echo "${status:-unknown}"
+}
+
+# Writes an update record (KEY=VALUE arguments, one per line) to file $1, power-cut safe.
+write_record() {
+    file=$1
+    shift
+    printf '%s\n' "$@" | commit "$file"
 }
 
 # Reads KEY=VALUE lines of an update record into shell variables prefixed with $2.
