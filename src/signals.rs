@@ -1,10 +1,11 @@
 //! Ctrl-C and SIGTERM: remember that they came and pass them to the running phase's whole
-//! process group, so nothing a phase started keeps running after the build is gone.
+//! process group (or to QEMU), so nothing we started keeps running after we are gone.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CHILD_PGID: AtomicI32 = AtomicI32::new(0);
+static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(_sig: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -13,6 +14,12 @@ extern "C" fn on_signal(_sig: libc::c_int) {
         // kill(2) is async-signal-safe.
         unsafe {
             libc::kill(-pgid, libc::SIGTERM);
+        }
+    }
+    let pid = CHILD_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
         }
     }
 }
@@ -36,6 +43,12 @@ pub fn interrupted() -> bool {
 /// Records the process group to forward signals to (0: none).
 pub fn set_child_group(pgid: i32) {
     CHILD_PGID.store(pgid, Ordering::SeqCst);
+}
+
+/// Records a single child process (QEMU) to pass SIGTERM to (0: none); unlike a phase it
+/// shares our process group, so that it keeps the terminal when it runs interactively.
+pub fn set_child(pid: i32) {
+    CHILD_PID.store(pid, Ordering::SeqCst);
 }
 
 /// Sends `sig` to a whole process group; a group that is already gone is fine.

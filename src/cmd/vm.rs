@@ -1,7 +1,7 @@
 //! `loisto-image vm`: boot an image in QEMU + OVMF, interactively or as a CI check.
 
 use crate::cli::{Global, VmArgs};
-use crate::error::UsageError;
+use crate::error::{Interrupted, UsageError};
 use crate::project::Project;
 use crate::vm::serial::{self, Outcome, Watch};
 use crate::vm::{accel, firmware, state, usb};
@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
+    // Ctrl-C or SIGTERM (a CI job's timeout) stops QEMU and removes the work directory: the
+    // run ends through the normal return path, exit 130.
+    crate::signals::install();
     let project = Project::open(g).ok();
     let image_arg = || -> Result<PathBuf> {
         let image = match &args.image {
@@ -114,6 +117,7 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         String::new()
     };
     match (&report.outcome, &expect) {
+        (Outcome::Interrupted, _) => Err(Interrupted.into()),
         (Outcome::Matched(line), _) => {
             if !g.quiet {
                 eprintln!("matched after {took}{boots}: {line}");

@@ -13,6 +13,8 @@ pub enum Outcome {
     TimedOut,
     /// QEMU exited on its own (guest powered off, or rebooted with -no-reboot).
     Exited(Option<i32>),
+    /// SIGINT or SIGTERM reached us; QEMU has been stopped.
+    Interrupted,
 }
 
 pub struct Watch<'a> {
@@ -48,7 +50,11 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
     let start = Instant::now();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial: Vec<u8> = Vec::new();
+    crate::signals::set_child(child.id() as i32);
     let outcome = loop {
+        if crate::signals::interrupted() {
+            break Outcome::Interrupted;
+        }
         if w.timeout.is_some_and(|t| start.elapsed() > t) {
             break Outcome::TimedOut;
         }
@@ -76,6 +82,13 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
         let _ = child.kill();
         let _ = child.wait();
     }
+    crate::signals::set_child(0);
+    // QEMU may have ended because the signal reached it first.
+    let outcome = if crate::signals::interrupted() {
+        Outcome::Interrupted
+    } else {
+        outcome
+    };
     if !partial.is_empty() {
         tail.push_back(clean(&partial));
     }
