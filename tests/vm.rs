@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Starts `vm --expect` on a small image with the fake QEMU; returns the running vm and the
-/// directory its temporary files go to.
+/// Starts `vm --expect` on a small image in `dir` with the fake QEMU; its temporary files go
+/// to `dir/tmp`.
 fn start_vm(dir: &Path) -> std::process::Child {
     let qemu = dir.join("fake-qemu");
     std::fs::write(
