@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd;
 pub mod conf;
 pub mod error;
+pub mod lines;
 pub mod lock;
 pub mod manifest;
 pub mod phase;

@@ -1,6 +1,7 @@
 //! Runs one script the way phases run: own process group, clean environment, output teed to
 //! its log and the terminal, and a failure report with the last lines.
 
+use crate::lines::Lines;
 use crate::proc::{self, PhaseExit, PhaseSink};
 use crate::ui::{self, PhaseView, Style};
 use anyhow::{Context, Result};
@@ -84,32 +85,38 @@ impl PhaseSink for Sink {
     }
 }
 
-/// The last 20 lines of output, for the failure report.
-#[derive(Default)]
+/// The last 20 lines of output, for the failure report (escaped for the terminal).
 struct Tail {
     lines: VecDeque<String>,
-    partial: Vec<u8>,
+    splitter: Lines,
+}
+
+impl Default for Tail {
+    fn default() -> Tail {
+        Tail {
+            lines: VecDeque::new(),
+            splitter: Lines::new(b"\n"),
+        }
+    }
 }
 
 impl Tail {
     const KEEP: usize = 20;
 
     fn push(&mut self, chunk: &[u8]) {
-        self.partial.extend_from_slice(chunk);
-        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            self.lines
-                .push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-            if self.lines.len() > Self::KEEP {
-                self.lines.pop_front();
+        let lines = &mut self.lines;
+        self.splitter.push(chunk, |line| {
+            lines.push_back(line.escaped());
+            if lines.len() > Self::KEEP {
+                lines.pop_front();
             }
-        }
+        });
     }
 
     fn lines(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lines.iter().cloned().collect();
-        if !self.partial.is_empty() {
-            v.push(String::from_utf8_lossy(&self.partial).into_owned());
+        if let Some(line) = self.splitter.pending() {
+            v.push(line.escaped());
             if v.len() > Self::KEEP {
                 v.remove(0);
             }

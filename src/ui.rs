@@ -1,6 +1,7 @@
 //! What a person sees while phases run: a spinner line per phase on a terminal, plain lines
 //! in CI, collapsible groups on GitHub Actions, everything with `-v`, errors only with `-q`.
 
+use crate::lines::Lines;
 use console::{Term, style};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +55,7 @@ pub struct PhaseView {
     term: Term,
     label: String,
     last_line: String,
-    partial: Vec<u8>,
+    lines: Lines,
     frame: usize,
 }
 
@@ -72,7 +73,7 @@ impl PhaseView {
             term,
             label,
             last_line: String::new(),
-            partial: Vec::new(),
+            lines: Lines::new(b"\n\r"),
             frame: 0,
         }
     }
@@ -87,19 +88,18 @@ impl PhaseView {
             return;
         }
         // Keep the latest complete line; `\r` progress counters count as lines too.
-        self.partial.extend_from_slice(chunk);
-        if let Some(pos) = self.partial.iter().rposition(|b| *b == b'\n' || *b == b'\r') {
-            let done = &self.partial[..pos];
-            let start = done
-                .iter()
-                .rposition(|b| *b == b'\n' || *b == b'\r')
-                .map_or(0, |p| p + 1);
-            let line = String::from_utf8_lossy(&done[start..]).trim().to_string();
-            if !line.is_empty() {
-                self.last_line = console::strip_ansi_codes(&line).into_owned();
+        let last = &mut self.last_line;
+        self.lines.push(chunk, |line| {
+            let text = String::from_utf8_lossy(line.bytes);
+            // Colours stripped, other control characters dropped: the status line is ours.
+            let text: String = console::strip_ansi_codes(text.trim())
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            if !text.is_empty() {
+                *last = text;
             }
-            self.partial.drain(..=pos);
-        }
+        });
     }
 
     pub fn tick(&mut self, elapsed: Duration) {

@@ -555,3 +555,32 @@ fn cached_rebuilds_resync_the_rootfs_and_clean_takes_the_stamp_along() {
         assert!(!p.path().join(f).exists(), "clean left {f}");
     }
 }
+
+#[test]
+fn a_failing_phase_tail_shows_control_bytes_escaped_and_a_huge_line_cut() {
+    let p = TestProject::new();
+    p.phase(
+        "10-noisy",
+        "printf 'colour \\033[31mred\\007 bell\\rcarriage\\n'\n\
+         head -c 20000000 /dev/zero | tr '\\0' x\n\
+         exit 3",
+    );
+    let r = p.run(&["build"]);
+    r.fails_with(1, "10-noisy failed: exit code 3");
+    let err = r.0.stderr.clone();
+    for raw in [0x1bu8, 0x07, b'\r'] {
+        assert!(!err.contains(&raw), "raw byte {raw:#x} reached the terminal");
+    }
+    let err = r.stderr();
+    assert!(err.contains(r"colour \x1b[31mred\x07 bell\x0dcarriage"), "{err}");
+    assert!(
+        err.contains(&format!("({} more bytes)", 20_000_000 - 4096)),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(
+        err.len() < 20_000,
+        "the failure report is {} bytes long",
+        err.len()
+    );
+}
