@@ -253,11 +253,11 @@ pub struct BundleArgs {
     /// Bundle file [default: OUTPUT/IMAGE_ID_IMAGE_VERSION.raucb].
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Signing certificate [default: keys/rauc-release.crt].
-    #[arg(long, value_name = "PEM")]
+    /// Signing certificate [default: keys/rauc-release.crt]; needs --key.
+    #[arg(long, value_name = "PEM", requires = "key")]
     pub cert: Option<PathBuf>,
-    /// Signing key [default: keys/rauc-release.key].
-    #[arg(long, value_name = "PEM")]
+    /// Signing key [default: keys/rauc-release.key]; needs --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
     pub key: Option<PathBuf>,
     /// Keyring the new bundle is checked against [default: rauc/keyring.pem].
     #[arg(long, value_name = "PEM")]

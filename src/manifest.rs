@@ -15,6 +15,10 @@ pub struct Manifest {
     pub tool_version: String,
     pub image_id: String,
     pub image_version: String,
+    /// COMPATIBLE as the build saw it: a bundle of this build carries this one, whatever the
+    /// config says by the time it is made.
+    #[serde(default)]
+    pub compatible: String,
     pub config_digest: String,
     /// The last phase's cache fingerprint: equal on the next build means nothing changed.
     #[serde(default)]
@@ -197,8 +201,16 @@ pub fn looks_untouched(dir: &Path, m: &Manifest) -> bool {
 
 /// Re-hashes every recorded artifact.
 pub fn check(dir: &Path, m: &Manifest) -> Result<Vec<Problem>> {
+    check_artifacts(dir, &m.artifacts)
+}
+
+/// Re-hashes the given recorded artifacts.
+pub fn check_artifacts<'a>(
+    dir: &Path,
+    artifacts: impl IntoIterator<Item = &'a Artifact>,
+) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
-    for a in &m.artifacts {
+    for a in artifacts {
         let p = dir.join(&a.path);
         if !p.is_file() {
             problems.push(Problem::Missing(a.path.clone()));

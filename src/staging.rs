@@ -7,33 +7,31 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Empties the staging directory. A partial build (`--from`, `--only`, `--skip`) starts from
-/// hard links to the last good output, so later phases find what earlier ones made; phases
-/// replace files rather than edit them in place, which keeps those links harmless.
+/// hard links to the last build's own artifacts (those its manifest.json lists), so later
+/// phases find what earlier ones made; phases replace files rather than edit them in place,
+/// which keeps those links harmless. What other commands made from that build (a bundle,
+/// sysext images) is left out: it would be stale in the new one.
 pub fn prepare(staging: &Path, output: &Path, seed_from_output: bool) -> Result<()> {
     if staging.exists() {
         std::fs::remove_dir_all(staging).with_context(|| format!("removing stale {}", staging.display()))?;
     }
     std::fs::create_dir_all(staging.join("logs"))
         .with_context(|| format!("creating {}", staging.display()))?;
-    if seed_from_output && output.is_dir() {
-        for entry in walkdir::WalkDir::new(output).min_depth(1) {
-            let entry = entry.with_context(|| format!("walking {}", output.display()))?;
-            let rel = entry.path().strip_prefix(output).expect("below output");
-            if rel.starts_with("logs") || rel == Path::new(crate::manifest::FILE) {
-                continue;
-            }
-            let dest = staging.join(rel);
-            if entry.file_type().is_dir() {
-                std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-            } else if entry.file_type().is_symlink() {
-                let target = std::fs::read_link(entry.path())?;
-                std::os::unix::fs::symlink(target, &dest)
-                    .with_context(|| format!("linking {}", dest.display()))?;
-            } else {
-                std::fs::hard_link(entry.path(), &dest)
-                    .with_context(|| format!("linking {} into staging", entry.path().display()))?;
-            }
+    if !seed_from_output {
+        return Ok(());
+    }
+    let Ok(last) = crate::manifest::read(output) else {
+        return Ok(());
+    };
+    for a in &last.artifacts {
+        let (src, dest) = (output.join(&a.path), staging.join(&a.path));
+        if !src.is_file() {
+            continue;
         }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::hard_link(&src, &dest).with_context(|| format!("linking {} into staging", src.display()))?;
     }
     Ok(())
 }

@@ -136,3 +136,54 @@ fn rauc_slots_match_the_partition_labels_in_repart_d() {
     );
     assert_eq!(slots.len(), 6);
 }
+
+/// A fake build with development keys, bundled once.
+fn bundled() -> TestProject {
+    let p = fake_build("COMPATIBLE=t-dev\n");
+    p.run(&["keys"]).ok();
+    p.run(&["bundle"]).ok();
+    p
+}
+
+#[test]
+fn bundle_refuses_artifacts_that_changed_since_the_build() {
+    let p = bundled();
+    std::fs::remove_file(p.output().join("t_1.raucb")).unwrap();
+    let img = p.output().join("t_1.root.squashfs");
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&img, bytes).unwrap();
+    p.run(&["bundle"])
+        .fails_with(1, "t_1.root.squashfs does not match manifest.json");
+    nothing_written(&p);
+}
+
+#[test]
+fn bundle_takes_compatible_and_version_from_the_build_and_keys_in_pairs() {
+    let p = bundled();
+    let r = p.run(&["--set", "COMPATIBLE=other", "--set", "IMAGE_VERSION=9", "bundle"]);
+    r.ok();
+    assert!(
+        r.stdout().contains("compatible=t-dev, version=1"),
+        "{}",
+        r.stdout()
+    );
+    let cert = p.path().join("keys/rauc-release.crt");
+    p.run(&["bundle", "--cert", cert.to_str().unwrap()])
+        .fails_with(2, "--key");
+    let key = p.path().join("keys/rauc-release.key");
+    p.run(&["bundle", "--key", key.to_str().unwrap()])
+        .fails_with(2, "--cert");
+}
+
+#[test]
+fn a_partial_build_does_not_carry_an_old_bundle_into_its_record() {
+    let p = bundled();
+    assert!(p.output().join("t_1.raucb").is_file());
+    p.run(&["build", "--from", "10"]).ok();
+    let manifest = p.read("output/manifest.json");
+    assert!(!manifest.contains("raucb"), "{manifest}");
+    assert!(!p.read("output/SHA256SUMS").contains("raucb"));
+    assert!(!p.output().join("t_1.raucb").exists());
+    p.run(&["verify"]).ok();
+}

@@ -201,6 +201,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         image_id: project.config.image_id.clone(),
         image_version: project.config.image_version.clone(),
+        compatible: project.config.scalar("COMPATIBLE").unwrap_or("").to_string(),
         config_digest: project.config.digest(),
         fingerprint: fps.last().map(|f| f.digest.clone()).unwrap_or_default(),
         source_date_epoch: sde,

@@ -7,55 +7,64 @@ use crate::error::UsageError;
 use crate::project::Project;
 use crate::{manifest, proc};
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
     let project = Project::open(g)?;
     let conf = &project.config;
-    let compatible = conf
-        .scalar("COMPATIBLE")
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            UsageError::new(format!(
-                "{}: COMPATIBLE is not set; RAUC refuses bundles whose compatible string does not match the \
-             device, so add e.g. COMPATIBLE=\"{}-device\"",
-                conf.path.display(),
-                conf.image_id
-            ))
-        })?;
     let m = manifest::read(&project.output).map_err(|_| {
         UsageError::new(format!(
             "no build in {}: run `loisto-image build` first",
             project.output.display()
         ))
     })?;
+    // What the build recorded decides, not what the config says today.
+    let compatible = Some(m.compatible.as_str())
+        .filter(|c| !c.is_empty())
+        .or(conf.scalar("COMPATIBLE"))
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            UsageError::new(format!(
+                "{}: COMPATIBLE is not set; RAUC refuses bundles whose compatible string does not match the \
+             device, so add e.g. COMPATIBLE=\"{}-device\" and rebuild",
+                conf.path.display(),
+                conf.image_id
+            ))
+        })?
+        .to_string();
     let stem = format!("{}_{}", m.image_id, m.image_version);
-    let format = conf.scalar("ROOT_FORMAT").unwrap_or("squashfs");
-    if format != "squashfs" {
-        return Err(UsageError::new(format!(
-            "{}: ROOT_FORMAT={format} cannot be installed by RAUC 1.8, which copies raw slot images only \
-             for the names it knows (*.squashfs, *.ext4, *.vfat); build with ROOT_FORMAT=squashfs to make bundles",
-            conf.path.display()
-        ))
+    let recorded = |suffix: &str| m.artifacts.iter().find(|a| a.path == format!("{stem}{suffix}"));
+    if recorded(".root.squashfs").is_none() && recorded(".root.erofs").is_some() {
+        return Err(UsageError::new(
+            "the last build made an erofs OS image, which RAUC 1.8 cannot install: it copies raw slot \
+             images only for the names it knows (*.squashfs, *.ext4, *.vfat); build with ROOT_FORMAT=squashfs \
+             to make bundles",
+        )
         .into());
     }
-    let artifact = |suffix: &str| -> Result<PathBuf> {
-        let p = project.output.join(format!("{stem}{suffix}"));
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(UsageError::new(format!(
-                "the last build has no {} (rebuild with `loisto-image build`)",
-                p.display()
+    let mut inputs = Vec::new();
+    for suffix in [".root.squashfs", ".root.verity", ".boot.vfat"] {
+        let a = recorded(suffix).ok_or_else(|| {
+            UsageError::new(format!(
+                "the last build in {} recorded no {stem}{suffix} (rebuild with `loisto-image build`)",
+                project.output.display()
             ))
-            .into())
-        }
-    };
-    let (root, verity, boot) = (
-        artifact(&format!(".root.{format}"))?,
-        artifact(".root.verity")?,
-        artifact(".boot.vfat")?,
-    );
+        })?;
+        inputs.push(a);
+    }
+    // Sign only what the build made: a byte changed since would be signed as if it were ours.
+    if let Some(p) = manifest::check_artifacts(&project.output, inputs.iter().copied())?.first() {
+        let (path, why) = match p {
+            manifest::Problem::Missing(path) => (path, "missing".to_string()),
+            manifest::Problem::Changed { path, why } => (path, why.clone()),
+        };
+        bail!(
+            "{} does not match manifest.json ({why}): it changed after the build; nothing was signed. \
+             Rebuild with `loisto-image build`",
+            project.output.join(path).display()
+        );
+    }
+    let [root, verity, boot] = [0, 1, 2].map(|i| project.output.join(&inputs[i].path));
 
     let cert = args
         .cert
