@@ -14,6 +14,11 @@ printf 'IMAGE_ID=%s\nIMAGE_VERSION=%s\n' "$IMAGE_ID" "$IMAGE_VERSION" >> "$(read
 echo "$IMAGE_ID" > "$ROOTFS/etc/hostname"
 # Empty machine-id: systemd generates one per boot on a read-only root.
 : > "$ROOTFS/etc/machine-id"
+# Nothing of the build host stays in the image: mmdebstrap and arch-chroot leave the host's
+# resolv.conf behind (its nameservers), and mmdebstrap its apt options. The device's resolver
+# writes into /run (systemd-resolved's stub file).
+rm -f "$ROOTFS/etc/resolv.conf" "$ROOTFS/etc/apt/apt.conf.d/99mmdebstrap"
+ln -s ../run/systemd/resolve/stub-resolv.conf "$ROOTFS/etc/resolv.conf"
 
 # Boot entries for both slots, /data's layout, and the health check that marks a slot good
 # (or rolls an update back); the units it requires are listed for it.

@@ -716,3 +716,51 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Nothing of the build host in the sealed OS image: its nameservers, hostname, machine-id
+/// or mmdebstrap's apt options. Read with unsquashfs, not through our own writer.
+#[test]
+#[ignore = "needs a real build (minutes)"]
+fn the_os_image_carries_nothing_of_the_build_host() {
+    let _one = exclusive();
+    let b = built();
+    let tree = b.work.join("sealed-tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    let st = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&tree)
+        .arg(b.output.join("loisto_0.1.0.root.squashfs"))
+        .arg("etc")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let link = std::fs::read_link(tree.join("etc/resolv.conf")).expect("etc/resolv.conf is a link into /run");
+    assert!(link.to_string_lossy().contains("run/"), "{link:?}");
+    assert!(!tree.join("etc/apt/apt.conf.d/99mmdebstrap").exists());
+
+    let mut host_values: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .map(|v| v.trim().to_string())
+        .collect();
+    for f in ["/etc/hostname", "/etc/machine-id"] {
+        if let Ok(v) = std::fs::read_to_string(f) {
+            host_values.push(v.trim().to_string());
+        }
+    }
+    host_values.retain(|v| v.len() >= 4 && v != "localhost" && v != "loisto");
+    for v in &host_values {
+        let grep = Command::new("grep")
+            .args(["-r", "-l", "-F", "-w", "--", v])
+            .arg(tree.join("etc"))
+            .output()
+            .unwrap();
+        assert!(
+            grep.stdout.is_empty(),
+            "the build host's {v:?} is in: {}",
+            String::from_utf8_lossy(&grep.stdout)
+        );
+    }
+    std::fs::remove_dir_all(&tree).unwrap();
+}
