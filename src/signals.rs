@@ -24,8 +24,9 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     }
 }
 
+/// Also SIGPIPE: a reader that went away (`| head`, `| grep -m1`) stops us like Ctrl-C does.
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as usize;
@@ -56,6 +57,18 @@ pub fn kill_group(pgid: i32, sig: libc::c_int) {
     if pgid > 0 {
         unsafe {
             libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Kills whatever we started (the running phase's group, QEMU) at once: for exits that skip
+/// the normal cleanup.
+pub fn kill_children() {
+    kill_group(CHILD_PGID.load(Ordering::SeqCst), libc::SIGKILL);
+    let pid = CHILD_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
         }
     }
 }

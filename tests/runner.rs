@@ -584,3 +584,37 @@ fn a_failing_phase_tail_shows_control_bytes_escaped_and_a_huge_line_cut() {
         err.len()
     );
 }
+
+#[test]
+fn a_closed_output_pipe_stops_the_build_and_its_phase_quietly() {
+    let p = TestProject::new();
+    let pidfile = p.path().join("phase.pid");
+    p.phase(
+        "10-chatty",
+        &format!(
+            "echo $$ > {}\nwhile :; do echo line; sleep 0.05; done",
+            pidfile.display()
+        ),
+    );
+    let mut child = p
+        .cmd(&["-v", "build"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then close the pipe, as `| grep -m1 line` or `| head` do.
+    let mut err = child.stderr.take().unwrap();
+    let mut buf = [0u8; 64];
+    std::io::Read::read(&mut err, &mut buf).unwrap();
+    drop(err);
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(101), "the runner panicked");
+    assert_eq!(status.code(), Some(141), "{status:?}");
+    let phase: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while common::pid_alive(phase) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!common::pid_alive(phase), "the phase ({phase}) still runs");
+}
