@@ -8,6 +8,7 @@ pub mod error;
 pub mod lines;
 pub mod lock;
 pub mod manifest;
+pub mod owned;
 pub mod phase;
 pub mod phase_env;
 pub mod proc;

@@ -66,7 +66,7 @@ pub fn collect_artifacts(dir: &Path) -> Result<Vec<Artifact>> {
             .strip_prefix(dir)
             .expect("walkdir stays below its root");
         let rel = rel.to_string_lossy().into_owned();
-        if rel == FILE || rel == SUMS || rel.starts_with("logs/") {
+        if rel == FILE || rel == SUMS || rel == crate::owned::MARKER || rel.starts_with("logs/") {
             continue;
         }
         files.push((rel, entry.into_path()));

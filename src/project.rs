@@ -3,6 +3,8 @@
 use crate::cli::Global;
 use crate::conf::Config;
 use crate::error::UsageError;
+use crate::lock::Lock;
+use crate::owned;
 use anyhow::{Context, Result};
 use std::path::{Component, Path, PathBuf};
 
@@ -64,7 +66,7 @@ impl Project {
         let place = |key: &str, default: &str| -> Result<PathBuf> {
             let raw = config.scalar(key).unwrap_or(default);
             let p = normalize(&dir.join(raw));
-            check_safe_dir(key, &p, &dir)?;
+            check_safe_dir(key, &p, &dir, &config_path)?;
             Ok(p)
         };
         let output = place("OUTPUT", "output")?;
@@ -75,6 +77,20 @@ impl Project {
             rootfs_default.to_str().context("build dir is not UTF-8")?,
         )?;
         let cache_dir = place("CACHE_DIR", "cache")?;
+        // Never replace what the runner did not make (see owned.rs).
+        for (key, path, default) in [
+            ("OUTPUT", &output, "output"),
+            (
+                "OUTPUT (its staging twin)",
+                &sibling(&output, ".staging"),
+                "output.staging",
+            ),
+            ("BUILD_DIR", &build_dir, "build"),
+            ("CACHE_DIR", &cache_dir, "cache"),
+        ] {
+            owned::check(key, path, *path == dir.join(default))?;
+        }
+        owned::check("ROOTFS", &rootfs, rootfs.starts_with(&build_dir))?;
         Ok(Project {
             dir,
             config,
@@ -96,6 +112,28 @@ impl Project {
 
     pub fn lock_path(&self) -> PathBuf {
         sibling(&self.output, ".lock")
+    }
+
+    /// Makes (and marks as the runner's) the work directories, and locks everything a build
+    /// writes: the output, the build dir and the cache. Two builds of one project into
+    /// different outputs still share build/ (env file, rootfs) and the cache, so the second
+    /// one waits its turn instead of mixing the two.
+    pub fn lock_for_writing(&self) -> Result<Vec<Lock>> {
+        owned::claim(&self.build_dir)?;
+        owned::claim(&self.cache_dir)?;
+        if !self.rootfs.starts_with(&self.build_dir) {
+            std::fs::create_dir_all(&self.rootfs)
+                .with_context(|| format!("creating {}", self.rootfs.display()))?;
+            owned::claim_beside(&self.rootfs)?;
+        }
+        if let Some(parent) = self.output.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        Ok(vec![
+            Lock::acquire(&self.lock_path(), &self.output)?,
+            Lock::acquire(&self.build_dir.join(".lock"), &self.build_dir)?,
+            Lock::acquire(&self.cache_dir.join(".lock"), &self.cache_dir)?,
+        ])
     }
 
     pub fn env_file(&self) -> PathBuf {
@@ -126,13 +164,21 @@ pub fn normalize(p: &Path) -> PathBuf {
 
 /// A build directory that is `/`, the project itself or one of its parents would be wiped
 /// or overwritten by phases; refuse it before anything runs.
-pub fn check_safe_dir(key: &str, p: &Path, project: &Path) -> Result<()> {
+/// What the project is made of: a work directory inside one of these would be written into
+/// (or, as OUTPUT, swapped out of) the sources.
+const SOURCES: &[&str] = &["phases", "overlay", "repart.d", "rauc", "sysext", "keys", ".git"];
+
+pub fn check_safe_dir(key: &str, p: &Path, project: &Path, config: &Path) -> Result<()> {
     let bad = if p.as_os_str().is_empty() || p == Path::new("/") {
         Some("the filesystem root")
     } else if p == project {
         Some("the project directory itself")
     } else if project.starts_with(p) {
         Some("a parent of the project directory")
+    } else if p == config {
+        Some("the config file")
+    } else if SOURCES.iter().any(|s| p.starts_with(project.join(s))) {
+        Some("inside the project's own sources")
     } else {
         None
     };
@@ -153,10 +199,27 @@ mod tests {
     #[test]
     fn unsafe_directories_are_refused() {
         let proj = Path::new("/home/u/img");
-        for bad in ["/", "/home/u/img", "/home/u", ""] {
-            assert!(check_safe_dir("ROOTFS", Path::new(bad), proj).is_err(), "{bad}");
+        let conf = Path::new("/home/u/img/image.conf");
+        for bad in [
+            "/",
+            "/home/u/img",
+            "/home/u",
+            "",
+            "/home/u/img/image.conf",
+            "/home/u/img/phases",
+            "/home/u/img/overlay/out",
+        ] {
+            assert!(
+                check_safe_dir("OUTPUT", Path::new(bad), proj, conf).is_err(),
+                "{bad}"
+            );
         }
-        assert!(check_safe_dir("ROOTFS", Path::new("/home/u/img/build/rootfs"), proj).is_ok());
+        for good in ["/home/u/img/build/rootfs", "/home/u/img/out2", "/srv/images"] {
+            assert!(
+                check_safe_dir("OUTPUT", Path::new(good), proj, conf).is_ok(),
+                "{good}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub fn prepare(staging: &Path, output: &Path, seed_from_output: bool) -> Result<
     }
     std::fs::create_dir_all(staging.join("logs"))
         .with_context(|| format!("creating {}", staging.display()))?;
+    // Promoted, this becomes OUTPUT: marked as the runner's, so the next build may replace it.
+    crate::owned::claim(staging)?;
     if !seed_from_output {
         return Ok(());
     }
@@ -74,8 +76,26 @@ mod tests {
         std::fs::write(st.join("a.img"), "one").unwrap();
         promote(&st, &out).unwrap();
         assert!(!st.exists());
+        // What the build recorded is carried over; what came later (a bundle) is not.
+        let recorded = crate::manifest::collect_artifacts(&out).unwrap();
+        let m = crate::manifest::Manifest {
+            tool: "t".into(),
+            tool_version: "0".into(),
+            image_id: "t".into(),
+            image_version: "1".into(),
+            compatible: String::new(),
+            config_digest: String::new(),
+            fingerprint: String::new(),
+            source_date_epoch: 0,
+            built_at: 0,
+            phases: Vec::new(),
+            artifacts: recorded,
+        };
+        crate::manifest::write(&out, &m).unwrap();
+        std::fs::write(out.join("t_1.raucb"), "bundle").unwrap();
         prepare(&st, &out, true).unwrap();
         assert_eq!(std::fs::read_to_string(st.join("a.img")).unwrap(), "one");
+        assert!(!st.join("t_1.raucb").exists());
         std::fs::remove_file(st.join("a.img")).unwrap();
         std::fs::write(st.join("a.img"), "two").unwrap();
         assert_eq!(std::fs::read_to_string(out.join("a.img")).unwrap(), "one");

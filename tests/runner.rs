@@ -357,6 +357,11 @@ fn background_processes_do_not_outlive_their_phase() {
     p.phase("10-leak", "sleep 300 & echo $! > \"$BUILD_DIR/pid\"");
     p.run(&["build"]).ok();
     let pid: i32 = p.read("build/pid").trim().parse().unwrap();
+    // SIGKILL is sent before the build returns; give a loaded machine a moment to deliver it.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while pid_alive(pid) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!pid_alive(pid));
 }
 
@@ -602,10 +607,12 @@ fn a_closed_output_pipe_stops_the_build_and_its_phase_quietly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Read a little, then close the pipe, as `| grep -m1 line` or `| head` do.
+    // Read until the phase runs, then close the pipe, as `| grep -m1 line` or `| head` do.
     let mut err = child.stderr.take().unwrap();
     let mut buf = [0u8; 64];
-    std::io::Read::read(&mut err, &mut buf).unwrap();
+    while !pidfile.exists() {
+        std::io::Read::read(&mut err, &mut buf).unwrap();
+    }
     drop(err);
     drop(child.stdout.take());
     let status = child.wait().unwrap();
@@ -617,4 +624,49 @@ fn a_closed_output_pipe_stops_the_build_and_its_phase_quietly() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(!common::pid_alive(phase), "the phase ({phase}) still runs");
+}
+
+#[test]
+fn output_and_work_dirs_never_replace_what_the_runner_did_not_make() {
+    let p = TestProject::new();
+    p.phase("10-touch", "echo made > \"$OUTPUT/artifact\"");
+    p.file("docs/thesis.txt", "years of work\n");
+    p.file("notes.txt", "notes\n");
+    for (key, value, why) in [
+        ("OUTPUT", "docs", "was not made by loisto-image"),
+        ("BUILD_DIR", "docs", "was not made by loisto-image"),
+        ("CACHE_DIR", "docs", "was not made by loisto-image"),
+        ("ROOTFS", "docs", "was not made by loisto-image"),
+        ("OUTPUT", "phases", "inside the project's own sources"),
+        ("OUTPUT", "phases/out", "inside the project's own sources"),
+        ("OUTPUT", "image.conf", "is the config file"),
+        ("OUTPUT", "notes.txt", "is a file"),
+    ] {
+        let set = format!("{key}={value}");
+        p.run(&["--set", &set, "build"]).fails_with(2, why);
+    }
+    assert_eq!(p.read("docs/thesis.txt"), "years of work\n");
+    assert!(p.path().join("phases/10-touch.sh").is_file());
+    assert!(p.path().join("image.conf").is_file());
+    assert_eq!(p.read("notes.txt"), "notes\n");
+    // A new directory is the runner's from then on, and a second build may replace it.
+    p.run(&["--set", "OUTPUT=fresh", "build"]).ok();
+    p.run(&["--set", "OUTPUT=fresh", "build"]).ok();
+    assert_eq!(p.read("fresh/artifact"), "made\n");
+}
+
+#[test]
+fn a_second_build_into_another_output_waits_for_the_shared_build_dir() {
+    let p = TestProject::new();
+    let started = p.path().join("started");
+    p.phase("10-slow", &format!("touch {}; sleep 3", started.display()));
+    let mut first = p.cmd(&["build"]).spawn().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !started.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = p.run(&["--set", "OUTPUT=out2", "--set", "IMAGE_VERSION=2", "build"]);
+    second.fails_with(2, "another build");
+    assert!(second.stderr().contains("build"), "{}", second.stderr());
+    assert!(first.wait().unwrap().success());
 }

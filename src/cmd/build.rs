@@ -10,7 +10,7 @@ use crate::project::Project;
 use crate::rebuild;
 use crate::runner::{self, Step};
 use crate::ui::{self, Style};
-use crate::{lock::Lock, phase_env, signals, staging, tools};
+use crate::{phase_env, signals, staging, tools};
 use anyhow::{Context, Result, anyhow};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,13 +33,9 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
             .map(|p| (format!("phase {}", p.id), &p.header))
             .chain(caching.then_some(("the phase cache".to_string(), &cache_tools))),
     )?;
-    for d in [&project.build_dir, &project.cache_dir, &project.rootfs] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    if let Some(parent) = project.output.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let _lock = Lock::acquire(&project.lock_path(), &project.output)?;
+    let _locks = project.lock_for_writing()?;
+    std::fs::create_dir_all(&project.rootfs)
+        .with_context(|| format!("creating {}", project.rootfs.display()))?;
     signals::install();
 
     let staging = project.staging();
@@ -235,7 +231,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         );
     }
     if args.check_reproducible {
-        drop(_lock);
+        drop(_locks);
         return crate::reproducible::check(&project, &m, style == Style::Quiet);
     }
     Ok(())

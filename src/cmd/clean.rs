@@ -2,15 +2,14 @@
 
 use crate::cache::Cache;
 use crate::cli::{CleanArgs, Global};
-use crate::lock::Lock;
 use crate::project::Project;
 use anyhow::{Context, Result};
 use std::path::Path;
 
 pub fn run(g: &Global, args: &CleanArgs) -> Result<()> {
     let project = Project::open(g)?;
-    // A running build holds the lock; cleaning under it would pull its tree away.
-    let _lock = Lock::acquire(&project.lock_path(), &project.output)?;
+    // A running build holds the locks; cleaning under it would pull its tree away.
+    let _locks = project.lock_for_writing()?;
     let mut targets = vec![
         project.staging(),
         project.output.clone(),

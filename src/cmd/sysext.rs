@@ -4,7 +4,6 @@
 use crate::cli::{Global, SysextArgs};
 use crate::conf::{self, Value, Vars, is_safe_ident};
 use crate::error::UsageError;
-use crate::lock::Lock;
 use crate::phase::Header;
 use crate::project::Project;
 use crate::runner::{self, Step};
@@ -50,8 +49,8 @@ pub fn run(g: &Global, args: &SysextArgs, style: Style) -> Result<()> {
     let text = std::fs::read_to_string(&script).with_context(|| format!("reading {}", script.display()))?;
     tools::require([("sysext/build-sysext.sh".to_string(), &Header::parse(&text))])?;
 
+    let _locks = project.lock_for_writing()?;
     std::fs::create_dir_all(project.output.join("logs")).context("creating the output directory")?;
-    let _lock = Lock::acquire(&project.lock_path(), &project.output)?;
     signals::install();
     let sde = phase_env::source_date_epoch(&project)?;
     let base = phase_env::base(&project, &project.output, sde, false);
