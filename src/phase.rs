@@ -85,11 +85,21 @@ pub fn discover(dir: &Path) -> Result<Vec<Phase>> {
         let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with('.') || path.is_dir() {
+        if name.starts_with('.') || path.is_dir() || is_editor_leftover(&name) {
             continue;
         }
         match parse_name(&name) {
             Some((number, id)) => {
+                if let Ok(target) = std::fs::read_link(&path)
+                    && !path.exists()
+                {
+                    return Err(UsageError::new(format!(
+                        "phase {id}: {} is a link to {}, which does not exist",
+                        path.display(),
+                        target.display()
+                    ))
+                    .into());
+                }
                 let text =
                     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                 phases.push(Phase {
@@ -144,6 +154,15 @@ fn parse_name(file: &str) -> Option<(u32, String)> {
         return None;
     }
     Some((num.parse().ok()?, stem.to_string()))
+}
+
+/// Editor backups and swap files (`60-x.sh~`, `60-x.sh.orig`, `#60-x.sh#`): never phases.
+fn is_editor_leftover(file: &str) -> bool {
+    file.ends_with('~')
+        || file.starts_with('#')
+        || [".bak", ".orig", ".rej", ".swp", ".swo", ".tmp"]
+            .iter()
+            .any(|ext| file.ends_with(ext))
 }
 
 /// A file starting with a digit or ending in `.sh` is meant to be a phase.
@@ -262,6 +281,18 @@ mod tests {
         assert_eq!(
             ids(&discover(d.path()).unwrap()),
             vec!["05-a", "20-b", "100-late"]
+        );
+    }
+
+    #[test]
+    fn editor_backups_are_skipped_and_a_dangling_link_is_named() {
+        let d = project(&["10-a.sh", "10-a.sh~", "20-b.sh.orig", "20-b.sh.bak", "#30-c.sh#"]);
+        assert_eq!(ids(&discover(d.path()).unwrap()), vec!["10-a"]);
+        std::os::unix::fs::symlink("/nonexistent/40-d.sh", d.path().join("40-d.sh")).unwrap();
+        let err = format!("{:#}", discover(d.path()).unwrap_err());
+        assert!(
+            err.contains("40-d.sh") && err.contains("/nonexistent/40-d.sh") && err.contains("does not exist"),
+            "{err}"
         );
     }
 

@@ -38,6 +38,32 @@ pub fn prepare(staging: &Path, output: &Path, seed_from_output: bool) -> Result<
     Ok(())
 }
 
+/// Makes every file in `staging` readable by everyone (0644, or 0755 if executable): artifacts
+/// are public (SHA256SUMS lists them), whatever mode the tool that wrote them picked
+/// (veritysetup writes its hash tree and root hash 0600).
+pub fn publish_modes(staging: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(staging) {
+        let entry = entry.with_context(|| format!("walking {}", staging.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        let mode = if meta.permissions().mode() & 0o100 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        if meta.permissions().mode() & 0o7777 != mode {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("making {} readable", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts `staging` where `output` was, atomically when `output` already exists.
 pub fn promote(staging: &Path, output: &Path) -> Result<()> {
     if !output.exists() {

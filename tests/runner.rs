@@ -670,3 +670,19 @@ fn a_second_build_into_another_output_waits_for_the_shared_build_dir() {
     assert!(second.stderr().contains("build"), "{}", second.stderr());
     assert!(first.wait().unwrap().success());
 }
+
+#[test]
+fn every_artifact_is_readable_by_everyone() {
+    let p = TestProject::new();
+    p.phase(
+        "10-private",
+        "install -m 600 /dev/null \"$OUTPUT/hash\"; install -m 700 /dev/null \"$OUTPUT/tool\"",
+    );
+    p.run(&["build"]).ok();
+    let mode = |f: &str| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p.output().join(f)).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode("hash"), 0o644);
+    assert_eq!(mode("tool"), 0o755);
+}

@@ -192,6 +192,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         }
     }
 
+    staging::publish_modes(&staging)?;
     let m = Manifest {
         tool: env!("CARGO_PKG_NAME").into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
