@@ -686,3 +686,16 @@ fn every_artifact_is_readable_by_everyone() {
     assert_eq!(mode("hash"), 0o644);
     assert_eq!(mode("tool"), 0o755);
 }
+
+#[test]
+fn shell_special_names_are_refused_in_image_conf_and_in_set() {
+    let p = TestProject::new();
+    p.phase("10-x", "true");
+    p.file("image.conf", "IMAGE_ID=test\nIMAGE_VERSION=1.0\nIFS=,\n");
+    p.run(&["build"])
+        .fails_with(2, "image.conf:3: IFS is special to bash");
+    p.file("image.conf", "IMAGE_ID=test\nIMAGE_VERSION=1.0\n");
+    p.run(&["--set", "BASH_ENV=/tmp/evil", "build"])
+        .fails_with(2, "--set BASH_ENV: BASH_ENV is special to bash");
+    assert!(!p.output().exists());
+}

@@ -126,6 +126,9 @@ fn apply_override(vars: &mut Vars, o: &str) -> Result<()> {
     if !is_name(key) {
         return Err(UsageError::new(format!("--set {o:?}: `{key}` is not a valid variable name")).into());
     }
+    if let Some(why) = parse::special_name(key) {
+        return Err(UsageError::new(format!("--set {key}: {why}")).into());
+    }
     let new = match vars.get(key) {
         Some(Value::Array(_)) => Value::Array(
             shell_words::split(value)

@@ -17,6 +17,7 @@ pub struct ParseError {
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 pub fn parse(src: &str, env: EnvLookup) -> Result<Vars, ParseError> {
+    check_encoding(src)?;
     let mut p = Parser {
         s: src.chars().collect(),
         i: 0,
@@ -26,6 +27,77 @@ pub fn parse(src: &str, env: EnvLookup) -> Result<Vars, ParseError> {
     };
     p.file()?;
     Ok(p.vars)
+}
+
+/// Bytes bash reads differently from what an editor shows: refused with the cause named.
+fn check_encoding(src: &str) -> Result<(), ParseError> {
+    let at = |i: usize, msg: &str| ParseError {
+        line: src[..i].matches('\n').count() + 1,
+        msg: msg.to_string(),
+    };
+    if src.starts_with('\u{feff}') {
+        return Err(at(
+            0,
+            "the file starts with a UTF-8 byte order mark, which bash reads as part of the first \
+             name; save it without one",
+        ));
+    }
+    if let Some(i) = src.find('\0') {
+        return Err(at(i, "a NUL byte; bash drops it and no phase could be given it"));
+    }
+    if let Some(i) = src.find("\r\n") {
+        return Err(at(
+            i,
+            "Windows line endings (CRLF): bash keeps the `\\r` in values; convert the file, e.g. \
+             `sed -i 's/\\r$//' image.conf`",
+        ));
+    }
+    Ok(())
+}
+
+/// Names bash gives a meaning of its own (read-only, recomputed, or read at start-up): set
+/// here, they would not hold, or would change how every phase's bash behaves.
+const SHELL_SPECIAL: &[&str] = &[
+    "IFS",
+    "UID",
+    "EUID",
+    "PPID",
+    "PWD",
+    "OLDPWD",
+    "RANDOM",
+    "SRANDOM",
+    "SECONDS",
+    "LINENO",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "BASHPID",
+    "BASH_ENV",
+    "ENV",
+    "CDPATH",
+    "GLOBIGNORE",
+    "GROUPS",
+    "FUNCNAME",
+    "BASH_SOURCE",
+    "BASH_LINENO",
+    "BASH_VERSINFO",
+    "BASH_ARGV",
+    "BASH_ARGC",
+    "EPOCHSECONDS",
+    "EPOCHREALTIME",
+    "OPTIND",
+    "OPTARG",
+    "POSIXLY_CORRECT",
+    "PROMPT_COMMAND",
+    "SHELL",
+    "SHLVL",
+    "HISTFILE",
+];
+
+/// Why `name` may not be a config key, if it may not.
+pub fn special_name(name: &str) -> Option<String> {
+    SHELL_SPECIAL.contains(&name).then(|| {
+        format!("{name} is special to bash (read-only, recomputed or read at start-up); use another name")
+    })
 }
 
 const KEYWORDS: &[&str] = &[
@@ -197,6 +269,9 @@ impl Parser<'_> {
             return self.err(format!(
                 "`{run}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"
             ));
+        }
+        if let Some(why) = special_name(&run) {
+            return self.err(why);
         }
         self.i += n + op_len;
         Ok(Some((run, append)))
@@ -648,6 +723,13 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_named() {
+        let e = parse("\u{feff}A=1\n", &no_env).expect_err("BOM");
+        assert_eq!(e.line, 1);
+        assert!(e.msg.contains("byte order mark"), "{}", e.msg);
+    }
+
+    #[test]
     fn each_unsupported_construct_names_its_line() {
         let cases: &[(&str, &str)] = &[
             ("A=1\nB=$(date)\n", "command substitution"),
@@ -674,6 +756,12 @@ mod tests {
             ("A=1\n(B=2)\n", "subshell"),
             ("A=1\nB=(x\n", "never closed"),
             ("A=1\nB='x\n", "never closed"),
+            ("A=1\nIFS=,\n", "special to bash"),
+            ("A=1\nexport UID=5\n", "special to bash"),
+            ("A=1\nBASH_ENV=/tmp/x\n", "special to bash"),
+            ("A=1\nRANDOM=4\n", "special to bash"),
+            ("A=1\nB=x\0y\n", "NUL byte"),
+            ("A=1\nB=2\r\n", "Windows line endings"),
         ];
         for (src, want) in cases {
             let e = parse(src, &no_env).expect_err(src);
