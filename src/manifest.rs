@@ -47,6 +47,10 @@ pub struct Artifact {
     /// Modification time (ns): a cheap "untouched since" check for up-to-date builds.
     #[serde(default)]
     pub mtime_ns: u128,
+    /// The command that made it from the build afterwards (`bundle`, `sysext`); none for what
+    /// the build's phases made. A later build does not carry these over: they would be stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_by: Option<String>,
 }
 
 /// The checksum list beside the manifest, in `sha256sum -c` format.
@@ -66,7 +70,7 @@ pub fn collect_artifacts(dir: &Path) -> Result<Vec<Artifact>> {
             .strip_prefix(dir)
             .expect("walkdir stays below its root");
         let rel = rel.to_string_lossy().into_owned();
-        if rel == FILE || rel == SUMS || rel == crate::owned::MARKER || rel.starts_with("logs/") {
+        if is_bookkeeping(&rel) {
             continue;
         }
         files.push((rel, entry.into_path()));
@@ -88,6 +92,7 @@ pub fn collect_artifacts(dir: &Path) -> Result<Vec<Artifact>> {
                             size,
                             sha256,
                             mtime_ns: mtime_ns(path),
+                            made_by: None,
                         });
                         done.push((i, a));
                     }
@@ -159,9 +164,68 @@ pub fn write(dir: &Path, m: &Manifest) -> Result<()> {
     let sums: String = m
         .artifacts
         .iter()
-        .map(|a| format!("{} *{}\n", a.sha256, a.path))
+        .map(|a| sums_line(&a.sha256, &a.path))
         .collect();
     std::fs::write(dir.join(SUMS), sums).with_context(|| format!("writing {}/{SUMS}", dir.display()))
+}
+
+/// One line as GNU sha256sum writes and reads it: a name with a backslash, newline or carriage
+/// return is escaped (`\\`, `\n`, `\r`) and the line starts with a backslash.
+fn sums_line(sha256: &str, name: &str) -> String {
+    if name.contains(['\\', '\n', '\r']) {
+        let escaped = name
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        format!("\\{sha256} *{escaped}\n")
+    } else {
+        format!("{sha256} *{name}\n")
+    }
+}
+
+/// Records `rel` (a file in `dir` that `made_by` just made from the build: a bundle, a sysext
+/// image) in manifest.json and SHA256SUMS, so `verify` and `sha256sum -c` vouch for it too.
+pub fn add_artifact(dir: &Path, rel: &str, made_by: &str) -> Result<()> {
+    let mut m = read(dir)?;
+    let path = dir.join(rel);
+    let (size, sha256) = hash_file(&path)?;
+    m.artifacts.retain(|a| a.path != rel);
+    m.artifacts.push(Artifact {
+        path: rel.to_string(),
+        size,
+        sha256,
+        mtime_ns: mtime_ns(&path),
+        made_by: Some(made_by.to_string()),
+    });
+    m.artifacts.sort_by(|a, b| a.path.cmp(&b.path));
+    write(dir, &m)
+}
+
+/// Files in `dir` that a build would record but `m` does not list (dropped in afterwards).
+pub fn unlisted(dir: &Path, m: &Manifest) -> Result<Vec<String>> {
+    let listed: std::collections::HashSet<&str> = m.artifacts.iter().map(|a| a.path.as_str()).collect();
+    let mut extra = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("walking {}", dir.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .expect("below dir")
+            .to_string_lossy()
+            .into_owned();
+        if !is_bookkeeping(&rel) && !listed.contains(rel.as_str()) {
+            extra.push(rel);
+        }
+    }
+    Ok(extra)
+}
+
+/// The runner's own files in an output directory, never artifacts.
+fn is_bookkeeping(rel: &str) -> bool {
+    rel == FILE || rel == SUMS || rel == crate::owned::MARKER || rel.starts_with("logs/")
 }
 
 pub fn read(dir: &Path) -> Result<Manifest> {
@@ -191,7 +255,7 @@ pub fn mtime_ns(p: &Path) -> u128 {
 
 /// Every recorded artifact is there with its recorded size and mtime (no hashing).
 pub fn looks_untouched(dir: &Path, m: &Manifest) -> bool {
-    m.artifacts.iter().all(|a| {
+    m.artifacts.iter().filter(|a| a.made_by.is_none()).all(|a| {
         let p = dir.join(&a.path);
         a.mtime_ns != 0
             && std::fs::metadata(&p).is_ok_and(|md| md.len() == a.size)

@@ -25,7 +25,7 @@ pub fn prepare(staging: &Path, output: &Path, seed_from_output: bool) -> Result<
     let Ok(last) = crate::manifest::read(output) else {
         return Ok(());
     };
-    for a in &last.artifacts {
+    for a in last.artifacts.iter().filter(|a| a.made_by.is_none()) {
         let (src, dest) = (output.join(&a.path), staging.join(&a.path));
         if !src.is_file() {
             continue;
@@ -119,6 +119,7 @@ mod tests {
         };
         crate::manifest::write(&out, &m).unwrap();
         std::fs::write(out.join("t_1.raucb"), "bundle").unwrap();
+        crate::manifest::add_artifact(&out, "t_1.raucb", "bundle").unwrap();
         prepare(&st, &out, true).unwrap();
         assert_eq!(std::fs::read_to_string(st.join("a.img")).unwrap(), "one");
         assert!(!st.join("t_1.raucb").exists());

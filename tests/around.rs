@@ -180,6 +180,9 @@ fn bundle_takes_compatible_and_version_from_the_build_and_keys_in_pairs() {
 fn a_partial_build_does_not_carry_an_old_bundle_into_its_record() {
     let p = bundled();
     assert!(p.output().join("t_1.raucb").is_file());
+    // The bundle is vouched for as long as it belongs to the build in the output.
+    assert!(p.read("output/SHA256SUMS").contains(" *t_1.raucb\n"));
+    p.run(&["verify"]).ok();
     p.run(&["build", "--from", "10"]).ok();
     let manifest = p.read("output/manifest.json");
     assert!(!manifest.contains("raucb"), "{manifest}");

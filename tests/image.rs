@@ -387,6 +387,8 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
     let r = b.run(&["bundle"]);
     r.ok();
     let bundle = b.output.join("loisto_0.1.0.raucb");
+    // Recorded beside the build's artifacts: verify and sha256sum vouch for it too.
+    b.run(&["verify"]).ok();
     let keyring = b.project.join("rauc/keyring.pem");
     let info = |bundle: &Path, keyring: &Path| {
         Command::new("rauc")
@@ -487,6 +489,7 @@ fn sysext_images_merge_onto_the_rootfs_and_a_wrong_id_is_refused() {
             "{name}.raw"
         );
     }
+    b.run(&["verify"]).ok();
     let bogus = b.run(&["sysext", "bogus"]);
     bogus.fails_with(1, "sysext bogus failed");
     assert!(

@@ -699,3 +699,31 @@ fn shell_special_names_are_refused_in_image_conf_and_in_set() {
         .fails_with(2, "--set BASH_ENV: BASH_ENV is special to bash");
     assert!(!p.output().exists());
 }
+
+#[test]
+fn sha256sums_checks_with_sha256sum_for_any_file_name_and_verify_sees_extra_files() {
+    let p = TestProject::new();
+    p.phase(
+        "10-names",
+        "echo a > \"$OUTPUT/new
+line\"; echo b > \"$OUTPUT/back\\\\slash\"; echo c > \"$OUTPUT/plain\"",
+    );
+    p.run(&["build"]).ok();
+    let check = std::process::Command::new("sha256sum")
+        .args(["--strict", "-c", "SHA256SUMS"])
+        .current_dir(p.output())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&check.stdout).matches(": OK").count(), 3);
+    p.run(&["verify"]).ok();
+    std::fs::write(p.output().join("dropped-in"), "x").unwrap();
+    let r = p.run(&["verify"]);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    assert!(r.stdout().contains("unlisted dropped-in"), "{}", r.stdout());
+}

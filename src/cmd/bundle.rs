@@ -151,6 +151,11 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
         );
     }
     std::fs::rename(&partial, &out).with_context(|| format!("moving the bundle to {}", out.display()))?;
+    // A bundle in the output is part of what `verify` and SHA256SUMS vouch for.
+    if let Ok(rel) = out.strip_prefix(&project.output) {
+        manifest::add_artifact(&project.output, &rel.to_string_lossy(), "bundle")
+            .context("recording the bundle in manifest.json")?;
+    }
     if !g.quiet {
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         println!(

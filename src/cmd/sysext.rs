@@ -90,6 +90,11 @@ pub fn run(g: &Global, args: &SysextArgs, style: Style) -> Result<()> {
                 log.display()
             );
         }
+        let rel = format!("sysext/{name}.raw");
+        if crate::manifest::read(&project.output).is_ok() {
+            crate::manifest::add_artifact(&project.output, &rel, "sysext")
+                .with_context(|| format!("recording {rel} in manifest.json"))?;
+        }
         if !g.quiet {
             eprintln!("wrote {}", out.display());
         }

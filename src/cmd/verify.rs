@@ -18,12 +18,18 @@ pub fn run(g: &Global, args: &VerifyArgs) -> Result<()> {
             Problem::Changed { path, why } => println!("changed  {path}  ({why})"),
         }
     }
-    if !problems.is_empty() {
+    // A file the build did not make is not vouched for by SHA256SUMS either.
+    let extra = manifest::unlisted(&dir, &m)?;
+    for path in &extra {
+        println!("unlisted {path}");
+    }
+    if !problems.is_empty() || !extra.is_empty() {
         bail!(
-            "{} of {} artifacts in {} do not match manifest.json",
+            "{} of {} artifacts in {} do not match manifest.json, and {} file(s) are not in it",
             problems.len(),
             m.artifacts.len(),
-            dir.display()
+            dir.display(),
+            extra.len()
         );
     }
     if !g.quiet {
