@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/.
 # (The runner writes SHA256SUMS and manifest.json for every artifact after the last phase.)
-# Tools: systemd-repart mkfs.vfat mmd mcopy mdir mkfs.ext4 sfdisk faketime
+# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk faketime
 # Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE DATA_SIZE repart.d/build/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -20,21 +20,12 @@ frozen_clock=$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')
 
 # The boot partition's content, the same for both slots (the disk's boot-a, and what a
 # bundle writes into the slot it updates): slot A's UKI where firmware looks by default, slot
-# B's beside it; each slot's boot entry names its own. Made with mtools under a clock frozen at
-# SOURCE_DATE_EPOCH, so its timestamps are fixed.
+# B's beside it; each slot's boot entry names its own. `loisto-image esp` is mkfs.vfat + mtools
+# under a clock frozen at SOURCE_DATE_EPOCH (run with -v to see the commands); `sign` remakes
+# this image the same way with signed UKIs.
 BOOT_IMAGE=$(artifact .boot.vfat)
-rm -f "$BOOT_IMAGE" "$BOOT_IMAGE.tmp"
-truncate -s "$BOOT_SIZE" "$BOOT_IMAGE.tmp"
-faketime -f "$frozen_clock" mkfs.vfat -F 32 -n BOOT -i "${roothash:0:8}" "$BOOT_IMAGE.tmp" > /dev/null
-faketime -f "$frozen_clock" mmd -i "$BOOT_IMAGE.tmp" ::EFI ::EFI/BOOT ::EFI/loisto
-if ! faketime -f "$frozen_clock" mcopy -i "$BOOT_IMAGE.tmp" "$(artifact .slot-a.efi)" ::EFI/BOOT/BOOTX64.EFI ||
-   ! faketime -f "$frozen_clock" mcopy -i "$BOOT_IMAGE.tmp" "$(artifact .slot-b.efi)" ::EFI/loisto/slot-b.efi; then
-    echo "the two UKIs ($(du -ch "$(artifact .slot-a.efi)" "$(artifact .slot-b.efi)" | tail -n 1 | cut -f1)) do not fit in BOOT_SIZE=$BOOT_SIZE: raise BOOT_SIZE in image.conf" >&2
-    exit 1
-fi
-mv "$BOOT_IMAGE.tmp" "$BOOT_IMAGE"
-touch -d "@$SOURCE_DATE_EPOCH" "$BOOT_IMAGE"
-mdir -i "$BOOT_IMAGE" -/ :: | tail -n 2
+"$LOISTO_IMAGE" esp "$BOOT_IMAGE" --size "$BOOT_SIZE" --label BOOT --volume-id "${roothash:0:8}" \
+    EFI/BOOT/BOOTX64.EFI="$(artifact .slot-a.efi)" EFI/loisto/slot-b.efi="$(artifact .slot-b.efi)"
 
 # /var starts empty. It is made here, not by repart, because mkfs picks a random hash seed
 # otherwise; UUID and seed from the image identity keep the disk byte-identical.

@@ -73,6 +73,7 @@ pub enum Command {
         after_help = "Examples:\n  loisto-image vm\n  loisto-image vm --headless --memory 2G --disk-size 8G\n  \
         loisto-image vm --headless --expect 'LOISTO-HEALTH .* dm=verity' --timeout 180\n  \
         loisto-image vm --state /var/tmp/dev1 --usb output/loisto_0.2.0.raucb --expect 'LOISTO-HEALTH .*slot=B' --reboots 2\n  \
+        loisto-image vm --secure-boot --headless --expect 'LOISTO-HEALTH .*secureboot=on'\n  \
         LOISTO_VM_ACCEL=tcg loisto-image vm output/loisto_0.1.0.img --qemu-arg=-s"
     )]
     Vm(VmArgs),
@@ -106,6 +107,16 @@ pub enum Command {
         loisto-image squashfs \"$ROOTFS\" \"$img\" --exclude boot/initrd.img --block-cache \"$CACHE_DIR/squashfs-blocks\""
     )]
     Squashfs(SquashfsArgs),
+    /// Write a FAT32 boot partition image (an EFI system partition) holding the given files.
+    #[command(
+        long_about = "Write a FAT32 boot partition image (an EFI system partition) holding the given files.\n\n\
+        Made with mkfs.vfat and mtools under a clock stopped at SOURCE_DATE_EPOCH (or --mtime), \
+        directories and files added in path order: the same files give the same bytes. 70-disk makes \
+        the boot image with it, and `sign` remakes it the same way with signed UKIs.",
+        after_help = "Examples:\n  loisto-image esp boot.vfat --size 128M --volume-id 1dbefe70 \\\n      \
+        EFI/BOOT/BOOTX64.EFI=out/slot-a.efi EFI/loisto/slot-b.efi=out/slot-b.efi"
+    )]
+    Esp(EspArgs),
     /// Remove build results (output, staging, build dir); --cache also the snapshots.
     #[command(after_help = "Examples:\n  loisto-image clean\n  loisto-image clean --cache")]
     Clean(CleanArgs),
@@ -220,6 +231,13 @@ pub struct VmArgs {
     /// Seconds to wait for --expect.
     #[arg(long, value_name = "SECS", default_value_t = 300, requires = "expect")]
     pub timeout: u64,
+    /// Boot with firmware that enforces UEFI Secure Boot, with the PK, KEK and db certificates
+    /// from --keys enrolled: a UKI signed with the db key boots, anything else is refused.
+    #[arg(long)]
+    pub secure_boot: bool,
+    /// Where --secure-boot finds pk.crt, kek.crt and secureboot.crt [default: the project's keys/].
+    #[arg(long, value_name = "DIR", requires = "secure_boot")]
+    pub keys: Option<PathBuf>,
     /// OVMF firmware code file [default: searched in Debian, Arch, Fedora and Homebrew paths].
     #[arg(long, value_name = "PATH")]
     pub firmware: Option<PathBuf>,
@@ -297,6 +315,27 @@ pub struct SquashfsArgs {
     /// Timestamp for every inode and the superblock [default: the files' own, and now].
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECS")]
     pub mtime: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct EspArgs {
+    /// Image file to write (replaced only when the new one is complete).
+    pub output: PathBuf,
+    /// PATH_IN_IMAGE=FILE, one per file (e.g. EFI/BOOT/BOOTX64.EFI=slot-a.efi).
+    #[arg(value_name = "PATH=FILE")]
+    pub files: Vec<String>,
+    /// Image size (e.g. 128M); FAT32 needs at least 33M.
+    #[arg(long)]
+    pub size: String,
+    /// FAT volume label.
+    #[arg(long, default_value = "BOOT")]
+    pub label: String,
+    /// FAT volume serial number, 8 hex digits.
+    #[arg(long, value_name = "HEX")]
+    pub volume_id: String,
+    /// Timestamp of every file and directory.
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECS")]
+    pub mtime: u64,
 }
 
 #[derive(Debug, Args)]

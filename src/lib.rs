@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd;
 pub mod conf;
 pub mod error;
+pub mod esp;
 pub mod lines;
 pub mod lock;
 pub mod manifest;
@@ -44,6 +45,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Bundle(a) => cmd::bundle::run(g, a),
         Command::Sysext(a) => cmd::sysext::run(g, a, style),
         Command::Clean(a) => cmd::clean::run(g, a),
+        Command::Esp(a) => cmd::esp::run(a),
         Command::Squashfs(a) => cmd::squashfs::run(a),
         Command::Vm(a) => cmd::vm::run(g, a),
         Command::Completions(a) => cmd::completions::run(a),

@@ -182,7 +182,19 @@ pub fn utc_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    let [y, m, d, hh, mm, ss] = utc_fields(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// `2026-11-27 09:41:00`, the form `date` and faketime read, for a UTC instant.
+pub fn utc_clock(secs: u64) -> String {
+    let [y, m, d, hh, mm, ss] = utc_fields(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
+}
+
+/// Year, month, day, hour, minute, second of a Unix time in UTC.
+fn utc_fields(secs: u64) -> [i64; 6] {
+    let (days, rem) = ((secs / 86400) as i64, (secs % 86400) as i64);
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719468;
     let era = z.div_euclid(146097);
@@ -193,10 +205,5 @@ pub fn utc_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    [y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60]
 }

@@ -30,7 +30,7 @@ pub fn run(g: &Global) -> Result<()> {
     rows.push((
         "vm".into(),
         "OVMF firmware".into(),
-        firmware::find(None)
+        firmware::find(None, false)
             .ok()
             .map(|fw| format!("ok  {} + {}", fw.code.display(), fw.vars.display())),
     ));

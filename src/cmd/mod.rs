@@ -7,6 +7,7 @@ pub mod clean;
 pub mod completions;
 pub mod config;
 pub mod doctor;
+pub mod esp;
 pub mod keys;
 pub mod man;
 pub mod plan;

@@ -4,7 +4,7 @@ use crate::cli::{Global, VmArgs};
 use crate::error::{Interrupted, UsageError};
 use crate::project::Project;
 use crate::vm::serial::{self, Outcome, Watch};
-use crate::vm::{accel, firmware, state, usb};
+use crate::vm::{accel, firmware, secure_boot, state, usb};
 use crate::{manifest, proc, ui};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -33,18 +33,42 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| UsageError::new(format!("--expect: {e}")))?;
-    let fw = firmware::find(args.firmware.as_deref())?;
+    let fw = firmware::find(args.firmware.as_deref(), args.secure_boot)?;
     let work = tempfile::Builder::new()
         .prefix("loisto-vm.")
         .tempdir()
         .context("creating a VM work directory")?;
+    // With --secure-boot a new machine's variables start from a copy with the keys enrolled.
+    let mut vars_template = fw.vars.clone();
+    let mut secure_line = None;
+    if args.secure_boot {
+        let dir = match (&args.keys, &project) {
+            (Some(d), _) => d.clone(),
+            (None, Some(p)) => p.dir.join("keys"),
+            (None, None) => {
+                return Err(UsageError::new(
+                    "--secure-boot needs --keys DIR (pk.crt, kek.crt, secureboot.crt) outside an image project",
+                )
+                .into());
+            }
+        };
+        let keys = secure_boot::keys(&dir)?;
+        vars_template = work.path().join("vars-enrolled.fd");
+        secure_boot::enroll(&fw.vars, &keys, &vars_template)?;
+        secure_line = Some(format!(
+            "Secure Boot: enforced by {}; PK, KEK and db from {} (db: {})",
+            fw.code.display(),
+            keys.dir.display(),
+            secure_boot::subject(&keys.db)
+        ));
+    }
 
     // Sticks first: a bad --usb must not cost the copy of a disk into a new --state.
     let mut sticks = Vec::new();
     for (i, file) in args.usb.iter().enumerate() {
         sticks.push(usb::stick(file, work.path(), i)?);
     }
-    let m = machine(args, project.as_ref(), &fw, work.path(), image_arg)?;
+    let m = machine(args, project.as_ref(), &vars_template, work.path(), image_arg)?;
 
     let (accel, note) = accel::choose(&args.accel, &args.qemu, &fw)?;
     if let Some(note) = note {
@@ -56,7 +80,7 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     }
 
     let mut cmd = Command::new(&args.qemu);
-    cmd.args(["-accel", accel.name(), "-machine", "q35"])
+    cmd.args(["-accel", accel.name(), "-machine", fw.machine()])
         .args(["-cpu", if accel == accel::Accel::Kvm { "host" } else { "max" }])
         .args(["-smp", &args.cpus.to_string(), "-m", &args.memory])
         .args(fw.qemu_args(&m.vars))
@@ -100,6 +124,11 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
             log_path.display()
         );
     }
+    if let Some(line) = &secure_line
+        && !g.quiet
+    {
+        eprintln!("{line}");
+    }
     let started = std::time::Instant::now();
     let (report, boot) = boot_until(&mut cmd, &mut log, expect.as_ref(), args, g)?;
     let took = ui::secs(started.elapsed());
@@ -118,6 +147,17 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     };
     match (&report.outcome, &expect) {
         (Outcome::Interrupted, _) => Err(Interrupted.into()),
+        (Outcome::Refused(line), _) => bail!(
+            "the firmware refused to start the boot loader after {took}{boots} and went on to network boot:\n  | {line}\n{}\
+             full log: {}",
+            if args.secure_boot {
+                "Secure Boot: the UKI is not signed by a db key enrolled from --keys (sign it with \
+                 `loisto-image sign --keys DIR`, or build with keys/secureboot.{key,crt}).\n"
+            } else {
+                ""
+            },
+            log_path.display()
+        ),
         (Outcome::Matched(line), _) => {
             if !g.quiet {
                 eprintln!("matched after {took}{boots}: {line}");
@@ -126,8 +166,13 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         }
         (Outcome::TimedOut, Some(re)) => {
             bail!(
-                "no serial console line matched /{re}/ within {} s{boots}; last lines:\n{}\nfull log: {}",
+                "no serial console line matched /{re}/ within {} s{boots}{}; last lines:\n{}\nfull log: {}",
                 args.timeout,
+                report
+                    .refusal
+                    .as_ref()
+                    .map(|r| format!(" (the firmware refused a boot loader: {r})"))
+                    .unwrap_or_default(),
                 tail(),
                 log_path.display()
             )
@@ -169,13 +214,13 @@ struct Machine {
 fn machine(
     args: &VmArgs,
     project: Option<&Project>,
-    fw: &firmware::Firmware,
+    vars_template: &Path,
     work: &Path,
     image_arg: impl FnOnce() -> Result<PathBuf>,
 ) -> Result<Machine> {
     let wanted = args.disk_size.as_deref().map(parse_size).transpose()?;
     if let Some(dir) = &args.state {
-        let st = state::open(dir, image_arg, wanted, &fw.vars)?;
+        let st = state::open(dir, image_arg, wanted, vars_template, args.secure_boot)?;
         if !st.fresh && args.image.is_some() {
             eprintln!(
                 "note: IMAGE is not used: {} has its disk already (remove the directory to start from IMAGE)",
@@ -196,14 +241,15 @@ fn machine(
         });
     }
     let image = image_arg()?;
-    let vars = if args.persist {
-        PathBuf::from(format!("{}.vars.fd", image.display()))
-    } else {
-        work.join("vars.fd")
+    // Kept beside the image with --persist; Secure Boot variables are a different store.
+    let vars = match (args.persist, args.secure_boot) {
+        (true, false) => PathBuf::from(format!("{}.vars.fd", image.display())),
+        (true, true) => PathBuf::from(format!("{}.secure-boot-vars.fd", image.display())),
+        (false, _) => work.join("vars.fd"),
     };
     if !vars.exists() {
-        std::fs::copy(&fw.vars, &vars)
-            .with_context(|| format!("copying {} to {}", fw.vars.display(), vars.display()))?;
+        std::fs::copy(vars_template, &vars)
+            .with_context(|| format!("copying {} to {}", vars_template.display(), vars.display()))?;
     }
     let serial_log = match project {
         Some(p) if image.starts_with(&p.output) => p.output.join("logs").join("vm-serial.log"),

@@ -59,7 +59,7 @@ fn probe_kvm(qemu: &str, fw: &Firmware) -> Result<(), String> {
         "-accel",
         "kvm",
         "-machine",
-        "q35",
+        fw.machine(),
         "-m",
         "128",
         "-nodefaults",

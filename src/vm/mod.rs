@@ -2,6 +2,7 @@
 
 pub mod accel;
 pub mod firmware;
+pub mod secure_boot;
 pub mod serial;
 pub mod state;
 pub mod usb;

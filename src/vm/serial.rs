@@ -15,6 +15,9 @@ pub enum Outcome {
     Exited(Option<i32>),
     /// SIGINT or SIGTERM reached us; QEMU has been stopped.
     Interrupted,
+    /// The firmware refused to start the disk's boot loader (Secure Boot: not signed by a key
+    /// in db) and went on to network boot: nothing on the disk will run. The refusal line.
+    Refused(String),
 }
 
 pub struct Watch<'a> {
@@ -26,6 +29,8 @@ pub struct Watch<'a> {
 pub struct Report {
     pub outcome: Outcome,
     pub last_lines: Vec<String>,
+    /// A boot loader the firmware refused to start, if the run went on after it.
+    pub refusal: Option<String>,
 }
 
 impl Report {
@@ -50,6 +55,7 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
     let start = Instant::now();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial: Vec<u8> = Vec::new();
+    let mut refusal = None;
     crate::signals::set_child(child.id() as i32);
     let outcome = loop {
         if crate::signals::interrupted() {
@@ -67,8 +73,8 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
                     let _ = so.flush();
                 }
                 partial.extend_from_slice(&chunk);
-                if let Some(m) = take_lines(&mut partial, &mut tail, w.expect) {
-                    break Outcome::Matched(m);
+                if let Some(o) = take_lines(&mut partial, &mut tail, w.expect, &mut refusal) {
+                    break o;
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -95,11 +101,18 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
     Ok(Report {
         outcome,
         last_lines: tail.into_iter().collect(),
+        refusal,
     })
 }
 
-/// Moves complete lines from `partial` into `tail`; returns the first one `expect` matches.
-fn take_lines(partial: &mut Vec<u8>, tail: &mut VecDeque<String>, expect: Option<&Regex>) -> Option<String> {
+/// Moves complete lines from `partial` into `tail`; ends the run at the first line `expect`
+/// matches, or when the firmware gives up on the disk after refusing to load from it.
+fn take_lines(
+    partial: &mut Vec<u8>,
+    tail: &mut VecDeque<String>,
+    expect: Option<&Regex>,
+    refusal: &mut Option<String>,
+) -> Option<Outcome> {
     while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
         let raw: Vec<u8> = partial.drain(..=pos).collect();
         let line = clean(&raw);
@@ -108,10 +121,31 @@ fn take_lines(partial: &mut Vec<u8>, tail: &mut VecDeque<String>, expect: Option
             tail.pop_front();
         }
         if expect.is_some_and(|re| re.is_match(&line)) {
-            return Some(line);
+            return Some(Outcome::Matched(line));
+        }
+        if is_refusal(&line) {
+            eprintln!("note: the firmware refused a boot loader: {}", line.trim());
+            refusal.get_or_insert(line);
+        } else if expect.is_some() && refusal.is_some() && is_network_boot(&line) {
+            // After a refused disk entry, OVMF tries the next ones: another slot's entry may
+            // still boot (a rollback), but network boot means the disk has nothing it will run.
+            return refusal.take().map(Outcome::Refused);
         }
     }
     None
+}
+
+/// EDK2's line for a load that Secure Boot (or the image's own check) stopped.
+fn is_refusal(line: &str) -> bool {
+    line.contains("failed to load") && (line.contains("Access Denied") || line.contains("Security Violation"))
+}
+
+fn is_network_boot(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with(">>Start PXE")
+        || l.starts_with("iPXE ")
+        || l.contains("PXE-E")
+        || l.contains("No bootable option")
 }
 
 /// A console line as a person reads it: no escape sequences, and what a carriage return
@@ -136,13 +170,37 @@ mod tests {
         let re = Regex::new(r"^HEALTH id=\w+$").unwrap();
         let mut tail = VecDeque::new();
         let mut partial = b"boot\r\n\x1b[0;32mOK\x1b[0m\r\nHEALTH id=lo".to_vec();
-        assert_eq!(take_lines(&mut partial, &mut tail, Some(&re)), None);
+        let mut refusal = None;
+        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal).is_none());
         partial.extend_from_slice(b"isto\r\n");
-        assert_eq!(
-            take_lines(&mut partial, &mut tail, Some(&re)).as_deref(),
-            Some("HEALTH id=loisto")
-        );
+        assert!(matches!(
+            take_lines(&mut partial, &mut tail, Some(&re), &mut refusal),
+            Some(Outcome::Matched(l)) if l == "HEALTH id=loisto"
+        ));
         assert_eq!(tail, ["boot", "OK", "HEALTH id=loisto"]);
+    }
+
+    #[test]
+    fn a_refusal_ends_the_run_only_when_the_firmware_gives_up_on_the_disk() {
+        let re = Regex::new("^LOISTO-HEALTH").unwrap();
+        let denied = "BdsDxe: failed to load Boot1A0B \"B\" from HD(2,GPT,...): Access Denied";
+        // Slot B refused, slot A starts: a rollback, not the end of the run.
+        let mut tail = VecDeque::new();
+        let mut refusal = None;
+        let mut partial = format!("{denied}\r\nBdsDxe: starting Boot1A0A \"A\"\r\n").into_bytes();
+        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal).is_none());
+        assert_eq!(refusal.as_deref(), Some(denied));
+        // Refused, then network boot: ends with the refusal.
+        let mut refusal = None;
+        let mut partial = format!("{denied}\r\n>>Start PXE over IPv4.\r\n").into_bytes();
+        assert!(matches!(
+            take_lines(&mut partial, &mut tail, Some(&re), &mut refusal),
+            Some(Outcome::Refused(l)) if l == denied
+        ));
+        // Network boot alone (no disk at all) is not a refusal.
+        let mut refusal = None;
+        let mut partial = b">>Start PXE over IPv4.\r\n".to_vec();
+        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal).is_none());
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub struct State {
     pub fresh: bool,
 }
 
+/// Present in a machine made with --secure-boot: its variables hold enrolled keys and need
+/// the firmware build that enforces them.
+const SECURE_MARK: &str = "secure-boot";
+
 /// Opens the machine in `dir`, making it from `image` when it has no disk yet. `image` is
 /// asked for only then: a machine that exists boots what its disk holds now.
 pub fn open(
@@ -21,6 +25,7 @@ pub fn open(
     image: impl FnOnce() -> Result<PathBuf>,
     size: Option<u64>,
     vars_template: &Path,
+    secure: bool,
 ) -> Result<State> {
     let state = State {
         disk: dir.join("disk.img"),
@@ -33,6 +38,17 @@ pub fn open(
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let fresh = !state.disk.exists();
+    let marked = dir.join(SECURE_MARK).exists();
+    if !fresh && marked != secure {
+        return Err(UsageError::new(format!(
+            "the machine in {} was made {} --secure-boot: run it {} the option, or remove the directory \
+             to make a new machine",
+            dir.display(),
+            if marked { "with" } else { "without" },
+            if marked { "with" } else { "without" },
+        ))
+        .into());
+    }
     if fresh {
         let image = image()?;
         // Made under a temporary name: an interrupted copy must not pass for a machine later.
@@ -45,6 +61,11 @@ pub fn open(
         std::fs::rename(&partial, &state.disk).context("keeping the VM disk")?;
         // New disk, new machine: variables from an older disk would point at other partitions.
         let _ = std::fs::remove_file(&state.vars);
+        if secure {
+            std::fs::write(dir.join(SECURE_MARK), "made with vm --secure-boot\n")?;
+        } else {
+            let _ = std::fs::remove_file(dir.join(SECURE_MARK));
+        }
     }
     if let Some(want) = size {
         let have = std::fs::metadata(&state.disk)?.len();
@@ -80,15 +101,17 @@ mod tests {
         std::fs::write(&vars, b"template").unwrap();
         let dir = t.path().join("machine");
 
-        let s = open(&dir, || Ok(image.clone()), Some(16384), &vars).unwrap();
+        let s = open(&dir, || Ok(image.clone()), Some(16384), &vars, false).unwrap();
         assert!(s.fresh);
         assert_eq!(std::fs::metadata(&s.disk).unwrap().len(), 16384);
         std::fs::write(&s.vars, b"boot entries").unwrap();
 
         // The second run boots the same disk and variables and never needs the image.
-        let s = open(&dir, || panic!("image asked for"), None, &vars).unwrap();
+        let s = open(&dir, || panic!("image asked for"), None, &vars, false).unwrap();
         assert!(!s.fresh);
         assert_eq!(std::fs::read(&s.vars).unwrap(), b"boot entries");
-        assert!(open(&dir, || panic!(), Some(4096), &vars).is_err());
+        assert!(open(&dir, || panic!(), Some(4096), &vars, false).is_err());
+        // Its variables hold no Secure Boot keys: it cannot be run with --secure-boot.
+        assert!(open(&dir, || panic!(), None, &vars, true).is_err());
     }
 }

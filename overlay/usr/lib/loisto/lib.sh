@@ -24,6 +24,22 @@ booted_slot() {
     echo "?"
 }
 
+# What the firmware says of UEFI Secure Boot: on (enforced), off, setup (no PK enrolled: the
+# firmware takes any key) or none (no UEFI variables). Each variable is 4 attribute bytes and
+# a one-byte value.
+secure_boot_state() {
+    vars=/sys/firmware/efi/efivars
+    guid=8be4df61-93ca-11d2-aa0d-00e098032b8c
+    [ -r "$vars/SecureBoot-$guid" ] || { echo none; return 0; }
+    if [ "$(od -An -tu1 -j4 -N1 "$vars/SetupMode-$guid" 2>/dev/null | tr -d ' ')" = 1 ]; then
+        echo setup
+    elif [ "$(od -An -tu1 -j4 -N1 "$vars/SecureBoot-$guid" | tr -d ' ')" = 1 ]; then
+        echo on
+    else
+        echo off
+    fi
+}
+
 other_slot() {
     case "$1" in A) echo B ;; B) echo A ;; *) echo "?" ;; esac
 }
