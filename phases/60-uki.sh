@@ -4,7 +4,7 @@
 # Each slot's UKI names its own partitions by label and says which slot it is (rauc.slot=),
 # because an update writes partition contents, never their UUIDs, and RAUC 1.8 learns the
 # booted slot only from the command line.
-# Tools: ukify /usr/bin/python3 sbsign?
+# Tools: ukify /usr/bin/python3 sbsign? faketime
 # Inputs: ROOT_FORMAT KERNEL_CMDLINE keys/secureboot.key keys/secureboot.crt
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -44,7 +44,10 @@ for slot in a b; do
         --output="$uki.unsigned"
 
     if [ "$sign" = yes ]; then
-        sbsign --key "$PROJECT_DIR/keys/secureboot.key" --cert "$PROJECT_DIR/keys/secureboot.crt" \
+        # sbsign writes the signing time into the signature: a clock stopped at SOURCE_DATE_EPOCH
+        # makes the signed UKI reproducible, and equal to what `loisto-image sign` makes offline.
+        faketime -f "$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')" \
+            sbsign --key "$PROJECT_DIR/keys/secureboot.key" --cert "$PROJECT_DIR/keys/secureboot.crt" \
             --output "$uki" "$uki.unsigned"
         rm "$uki.unsigned"
     else

@@ -92,6 +92,20 @@ pub enum Command {
     #[command(after_help = "Examples:\n  loisto-image bundle\n  \
         loisto-image bundle --output update.raucb --cert /run/secrets/release.crt --key /run/secrets/release.key")]
     Bundle(BundleArgs),
+    /// Sign a build's UKIs, disk image and RAUC bundle with keys kept elsewhere (offline, second stage).
+    #[command(
+        long_about = "Sign a build's UKIs, disk image and RAUC bundle with keys kept elsewhere.\n\n\
+        The second stage of a release: CI builds without private keys, and this runs on a machine that has \
+        them (no rootfs, bootstrap tools or network needed). Both UKIs are signed with sbsign, the boot image \
+        is remade with them and written into the disk image's boot partition, the RAUC bundle is made, signed \
+        and checked against the keyring inside the OS image, and manifest.json and SHA256SUMS are re-recorded. \
+        The OS image and its verity data are not touched. Refuses (exit 2, nothing changed) when a key is \
+        missing, a key does not match its certificate or the image's keyring, or the output is signed \
+        already (unless --resign).",
+        after_help = "Examples:\n  loisto-image sign --keys /media/release-keys ./output\n  \
+        loisto-image sign --keys /media/release-keys --resign /srv/releases/loisto_1.2.0"
+    )]
+    Sign(SignArgs),
     /// Build systemd-sysext images from sysext/NAME.conf against the last build's rootfs.
     #[command(after_help = "Examples:\n  loisto-image sysext\n  loisto-image sysext gpu-mesa -v")]
     Sysext(SysextArgs),
@@ -281,6 +295,29 @@ pub struct BundleArgs {
     #[arg(long, value_name = "PEM")]
     pub keyring: Option<PathBuf>,
     /// Leave out the adaptive update index (block-hash-index) on the OS and verity images.
+    #[arg(long)]
+    pub no_adaptive: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Directory with secureboot.key/.crt (Secure Boot db) and rauc-release.key/.crt, as
+    /// `loisto-image keys` lays them out.
+    #[arg(long, value_name = "DIR")]
+    pub keys: PathBuf,
+    /// The build's output directory (or a copy of it) [default: the project's output].
+    pub output: Option<PathBuf>,
+    /// The db key instead of DIR/secureboot.key: a PEM file or a PKCS#11 URI
+    /// (pkcs11:token=...;object=...;pin-value=...), e.g. a key in an HSM.
+    #[arg(long, value_name = "FILE|URI")]
+    pub db_key: Option<std::ffi::OsString>,
+    /// The update-signing key instead of DIR/rauc-release.key: a PEM file or a PKCS#11 URI.
+    #[arg(long, value_name = "FILE|URI")]
+    pub release_key: Option<std::ffi::OsString>,
+    /// Replace existing signatures (the UKIs are signed again from their unsigned bytes).
+    #[arg(long)]
+    pub resign: bool,
+    /// Leave out the adaptive update index (block-hash-index) in the bundle.
     #[arg(long)]
     pub no_adaptive: bool,
 }

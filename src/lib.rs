@@ -43,6 +43,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Doctor => cmd::doctor::run(g),
         Command::Keys(a) => cmd::keys::run(g, a),
         Command::Bundle(a) => cmd::bundle::run(g, a),
+        Command::Sign(a) => cmd::sign::run(g, a),
         Command::Sysext(a) => cmd::sysext::run(g, a, style),
         Command::Clean(a) => cmd::clean::run(g, a),
         Command::Esp(a) => cmd::esp::run(a),

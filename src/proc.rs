@@ -66,6 +66,30 @@ where
     String::from_utf8(out.stdout).with_context(|| format!("`{line}` printed non-UTF-8 output"))
 }
 
+/// Runs a tool whose failure is an answer, not an error (`sbverify --list` on an unsigned
+/// image): whether it succeeded, and its stdout and stderr together.
+pub fn probe<I, S>(program: &str, args: I) -> Result<(bool, String)>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let line = display(program, &args);
+    ui::trace(&line);
+    let out = duct::cmd(program, &args)
+        .stdin_null()
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| anyhow::anyhow!(hint(program, &e)))
+        .with_context(|| format!("running {line}"))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
 /// Starts a long-running tool (QEMU) whose streams the caller wires up itself.
 pub fn spawn(cmd: &mut std::process::Command) -> Result<std::process::Child> {
     let program = cmd.get_program().to_string_lossy().into_owned();

@@ -33,39 +33,6 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
         })?
         .to_string();
     let stem = format!("{}_{}", m.image_id, m.image_version);
-    let recorded = |suffix: &str| m.artifacts.iter().find(|a| a.path == format!("{stem}{suffix}"));
-    if recorded(".root.squashfs").is_none() && recorded(".root.erofs").is_some() {
-        return Err(UsageError::new(
-            "the last build made an erofs OS image, which RAUC 1.8 cannot install: it copies raw slot \
-             images only for the names it knows (*.squashfs, *.ext4, *.vfat); build with ROOT_FORMAT=squashfs \
-             to make bundles",
-        )
-        .into());
-    }
-    let mut inputs = Vec::new();
-    for suffix in [".root.squashfs", ".root.verity", ".boot.vfat"] {
-        let a = recorded(suffix).ok_or_else(|| {
-            UsageError::new(format!(
-                "the last build in {} recorded no {stem}{suffix} (rebuild with `loisto-image build`)",
-                project.output.display()
-            ))
-        })?;
-        inputs.push(a);
-    }
-    // Sign only what the build made: a byte changed since would be signed as if it were ours.
-    if let Some(p) = manifest::check_artifacts(&project.output, inputs.iter().copied())?.first() {
-        let (path, why) = match p {
-            manifest::Problem::Missing(path) => (path, "missing".to_string()),
-            manifest::Problem::Changed { path, why } => (path, why.clone()),
-        };
-        bail!(
-            "{} does not match manifest.json ({why}): it changed after the build; nothing was signed. \
-             Rebuild with `loisto-image build`",
-            project.output.join(path).display()
-        );
-    }
-    let [root, verity, boot] = [0, 1, 2].map(|i| project.output.join(&inputs[i].path));
-
     let cert = args
         .cert
         .clone()
@@ -96,6 +63,77 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
         None => project.output.join(format!("{stem}.raucb")),
     };
 
+    make(&Request {
+        output_dir: &project.output,
+        manifest: &m,
+        compatible: &compatible,
+        cert: &cert,
+        key: &key,
+        keyring: &keyring,
+        out: &out,
+        adaptive: !args.no_adaptive,
+        boot: None,
+        made_by: "bundle",
+        quiet: g.quiet,
+    })
+}
+
+/// A bundle of the build in `output_dir`, signed, checked, and recorded in its manifest when
+/// it lands there.
+pub struct Request<'a> {
+    pub output_dir: &'a Path,
+    pub manifest: &'a manifest::Manifest,
+    pub compatible: &'a str,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub keyring: &'a Path,
+    pub out: &'a Path,
+    pub adaptive: bool,
+    /// A boot image to ship instead of the recorded one (`sign`'s, made from signed UKIs).
+    pub boot: Option<&'a Path>,
+    /// The command recorded as its maker in manifest.json.
+    pub made_by: &'a str,
+    pub quiet: bool,
+}
+
+pub fn make(r: &Request) -> Result<()> {
+    let m = r.manifest;
+    let stem = format!("{}_{}", m.image_id, m.image_version);
+    let recorded = |suffix: &str| m.artifacts.iter().find(|a| a.path == format!("{stem}{suffix}"));
+    if recorded(".root.squashfs").is_none() && recorded(".root.erofs").is_some() {
+        return Err(UsageError::new(
+            "the last build made an erofs OS image, which RAUC 1.8 cannot install: it copies raw slot \
+             images only for the names it knows (*.squashfs, *.ext4, *.vfat); build with ROOT_FORMAT=squashfs \
+             to make bundles",
+        )
+        .into());
+    }
+    let mut inputs = Vec::new();
+    for suffix in [".root.squashfs", ".root.verity", ".boot.vfat"] {
+        let a = recorded(suffix).ok_or_else(|| {
+            UsageError::new(format!(
+                "the last build in {} recorded no {stem}{suffix} (rebuild with `loisto-image build`)",
+                r.output_dir.display()
+            ))
+        })?;
+        inputs.push(a);
+    }
+    // Sign only what the build made: a byte changed since would be signed as if it were ours.
+    if let Some(p) = manifest::check_artifacts(r.output_dir, inputs.iter().copied())?.first() {
+        let (path, why) = match p {
+            manifest::Problem::Missing(path) => (path, "missing".to_string()),
+            manifest::Problem::Changed { path, why } => (path, why.clone()),
+        };
+        bail!(
+            "{} does not match manifest.json ({why}): it changed after the build; nothing was signed. \
+             Rebuild with `loisto-image build`",
+            r.output_dir.join(path).display()
+        );
+    }
+    let [root, verity, recorded_boot] = [0, 1, 2].map(|i| r.output_dir.join(&inputs[i].path));
+    let boot = r.boot.map_or(recorded_boot, Path::to_path_buf);
+
+    let (compatible, out, keyring) = (r.compatible, r.out, r.keyring);
     let content = tempfile::Builder::new()
         .prefix("loisto-bundle.")
         .tempdir()
@@ -107,7 +145,7 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
     link_or_copy(&verity, &c.join("root-verity.squashfs"))?;
     // The boot partition image holds both slots' UKIs; each slot's boot entry names its own.
     link_or_copy(&boot, &c.join("boot.vfat"))?;
-    let adaptive = if args.no_adaptive {
+    let adaptive = if !r.adaptive {
         ""
     } else {
         "adaptive=block-hash-index\n"
@@ -128,8 +166,8 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
         "rauc",
         [
             "bundle".to_string(),
-            format!("--cert={}", s(&cert)),
-            format!("--key={}", s(&key)),
+            format!("--cert={}", s(r.cert)),
+            format!("--key={}", s(r.key)),
             s(c),
             s(&partial),
         ],
@@ -140,7 +178,7 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
         "rauc",
         [
             "info".to_string(),
-            format!("--keyring={}", s(&keyring)),
+            format!("--keyring={}", s(keyring)),
             s(&partial),
         ],
     ) {
@@ -150,14 +188,14 @@ pub fn run(g: &Global, args: &BundleArgs) -> Result<()> {
             keyring.display()
         );
     }
-    std::fs::rename(&partial, &out).with_context(|| format!("moving the bundle to {}", out.display()))?;
+    std::fs::rename(&partial, out).with_context(|| format!("moving the bundle to {}", out.display()))?;
     // A bundle in the output is part of what `verify` and SHA256SUMS vouch for.
-    if let Ok(rel) = out.strip_prefix(&project.output) {
-        manifest::add_artifact(&project.output, &rel.to_string_lossy(), "bundle")
+    if let Ok(rel) = out.strip_prefix(r.output_dir) {
+        manifest::add_artifact(r.output_dir, &rel.to_string_lossy(), r.made_by)
             .context("recording the bundle in manifest.json")?;
     }
-    if !g.quiet {
-        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    if !r.quiet {
+        let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
         println!(
             "{} ({:.1} MiB, compatible={compatible}, version={}) in {}; verified against {}",
             out.display(),

@@ -27,6 +27,37 @@ pub fn run(g: &Global) -> Result<()> {
     for t in ["qemu-system-x86_64", "qemu-img"] {
         rows.push(("vm".into(), t.into(), check(&[t.to_string()], &mut missing)));
     }
+    for t in ["openssl", "cert-to-efi-sig-list", "sign-efi-sig-list"] {
+        rows.push(("keys".into(), t.into(), check(&[t.to_string()], &mut missing)));
+    }
+    for t in [
+        "sbsign",
+        "sbverify",
+        "sbattach",
+        "faketime",
+        "mkfs.vfat",
+        "mmd",
+        "mcopy",
+        "minfo",
+        "mdir",
+        "unsquashfs",
+        "sfdisk",
+        "rauc",
+    ] {
+        rows.push(("sign".into(), t.into(), check(&[t.to_string()], &mut missing)));
+    }
+    rows.push((
+        "vm --secure-boot".into(),
+        "virt-fw-vars".into(),
+        check(&["virt-fw-vars".to_string()], &mut missing),
+    ));
+    rows.push((
+        "vm --secure-boot".into(),
+        "OVMF Secure Boot firmware".into(),
+        firmware::find(None, true)
+            .ok()
+            .map(|fw| format!("ok  {} + {}", fw.code.display(), fw.vars.display())),
+    ));
     rows.push((
         "vm".into(),
         "OVMF firmware".into(),
@@ -44,7 +75,7 @@ pub fn run(g: &Global) -> Result<()> {
             status.as_deref().unwrap_or("MISSING")
         );
     }
-    let firmware_missing = rows.iter().any(|r| r.1 == "OVMF firmware" && r.2.is_none());
+    let firmware_missing = rows.iter().any(|r| r.1.starts_with("OVMF") && r.2.is_none());
     if missing.is_empty() && !firmware_missing {
         println!("\nall tools are installed");
         return Ok(());

@@ -11,6 +11,7 @@ pub mod esp;
 pub mod keys;
 pub mod man;
 pub mod plan;
+pub mod sign;
 pub mod squashfs;
 pub mod sysext;
 pub mod verify;
