@@ -101,6 +101,46 @@ pub fn spawn(cmd: &mut std::process::Command) -> Result<std::process::Child> {
         .with_context(|| format!("running {line}"))
 }
 
+/// Kills a process group when the runner dies, however it dies (SIGKILL included, where no
+/// handler of ours runs): a small `sh` in its own process group waits for the end of a pipe
+/// whose only writer is the runner (close-on-exec, so phases never hold it), and kills the
+/// group when the kernel closes it.
+struct GroupGuard {
+    guard: std::process::Child,
+    /// Dropping it (or the runner's death) is the signal.
+    _tie: std::io::PipeWriter,
+}
+
+impl GroupGuard {
+    fn start(pgid: i32) -> Result<GroupGuard> {
+        let (tie_read, tie) = std::io::pipe().context("creating the phase guard pipe")?;
+        let mut cmd = std::process::Command::new("sh");
+        // `kill -9 -PGID`: dash's kill takes no `--` and reads `-s KILL -N` as an option.
+        cmd.args([
+            "-c",
+            "trap '' INT TERM HUP PIPE; read -r _ || kill -9 \"-$1\" 2>/dev/null",
+            "loisto-phase-guard",
+            &pgid.to_string(),
+        ])
+        .stdin(tie_read)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Not in the terminal's foreground group: Ctrl-C goes to the runner, which handles it.
+        .process_group(0);
+        let guard = spawn(&mut cmd).context("starting the phase guard")?;
+        Ok(GroupGuard { guard, _tie: tie })
+    }
+}
+
+impl Drop for GroupGuard {
+    /// The phase is over and its group killed already: the guard goes first, so it can never
+    /// signal a process group that reused the number.
+    fn drop(&mut self) {
+        let _ = self.guard.kill();
+        let _ = self.guard.wait();
+    }
+}
+
 /// How a phase process ended.
 #[derive(Debug)]
 pub struct PhaseExit {
@@ -145,6 +185,14 @@ pub fn run_phase(
         .with_context(|| format!("starting phase {}", script.display()))?;
     let pgid = handle.pids().first().copied().unwrap_or(0) as i32;
     signals::set_child_group(pgid);
+    let guard = match GroupGuard::start(pgid) {
+        Ok(g) => g,
+        Err(e) => {
+            signals::kill_group(pgid, libc::SIGKILL);
+            let _ = handle.wait();
+            return Err(e);
+        }
+    };
 
     // Output and the exit arrive on one channel, so the loop wakes for either at once.
     enum Msg {
@@ -181,9 +229,19 @@ pub fn run_phase(
     };
     let mut kill_deadline: Option<Instant> = None;
     let mut eof = false;
+    // A log that cannot be written (disk full) stops the phase: its output would be lost,
+    // and a phase nobody watches must not go on writing into the build.
+    let mut log_failed: Option<anyhow::Error> = None;
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Msg::Chunk(chunk)) => write_chunk(&chunk, log, sink)?,
+            Ok(Msg::Chunk(chunk)) => {
+                if log_failed.is_none()
+                    && let Err(e) = write_chunk(&chunk, log, sink)
+                {
+                    signals::kill_group(pgid, libc::SIGKILL);
+                    log_failed = Some(e);
+                }
+            }
             Ok(Msg::Eof) => eof = true,
             Ok(Msg::Exit(status)) => break status.context("waiting for the phase")?,
             Err(_) => {}
@@ -205,7 +263,11 @@ pub fn run_phase(
     // or it would hold the output pipe open and outlive the build.
     signals::kill_group(pgid, libc::SIGKILL);
     signals::set_child_group(0);
+    drop(guard);
     drop(handle);
+    if let Some(e) = log_failed {
+        return Err(e);
+    }
     let drain_until = Instant::now() + Duration::from_secs(2);
     while !eof && Instant::now() < drain_until {
         match rx.recv_timeout(Duration::from_millis(50)) {

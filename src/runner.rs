@@ -41,7 +41,13 @@ pub fn run_script(
         view: PhaseView::start(style, step.index, step.total, step.id),
         tail: Tail::default(),
     };
-    let exit = proc::run_phase(step.script, cwd, env, &mut log, &mut sink)?;
+    let exit = proc::run_phase(step.script, cwd, env, &mut log, &mut sink).with_context(|| {
+        format!(
+            "phase {} was stopped: its log {} could not be written (is the disk full?)",
+            step.id,
+            step.log.display()
+        )
+    })?;
     writeln!(
         log,
         "\n# exit code {} after {}",

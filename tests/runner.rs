@@ -727,3 +727,64 @@ line\"; echo b > \"$OUTPUT/back\\\\slash\"; echo c > \"$OUTPUT/plain\"",
     assert_eq!(r.code(), 1, "{}", r.stderr());
     assert!(r.stdout().contains("unlisted dropped-in"), "{}", r.stdout());
 }
+
+#[test]
+fn a_killed_runner_takes_its_phase_along() {
+    let p = TestProject::new();
+    p.phase(
+        "10-spawn",
+        "sleep 300 & echo $! > \"$BUILD_DIR/pids\"\n\
+         echo $$ >> \"$BUILD_DIR/pids\"\n\
+         sleep 300",
+    );
+    let mut child = p
+        .cmd(&["build"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&p.path().join("build/pids"));
+    std::thread::sleep(Duration::from_millis(300));
+    let pids: Vec<i32> = p.read("build/pids").lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2);
+    // SIGKILL: no handler runs, nothing in the runner can clean up.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids {
+        assert!(!pid_alive(pid), "phase process {pid} outlived the killed runner");
+    }
+}
+
+#[test]
+fn a_phase_log_that_cannot_be_written_stops_the_phase_and_names_it() {
+    let p = TestProject::new();
+    // 600 KB of output against a 256 KB file size limit: the log write fails (EFBIG) long
+    // before the phase ends on its own.
+    p.phase(
+        "10-chatty",
+        "echo $$ > \"$BUILD_DIR/pid\"\nfor i in $(seq 1 20000); do echo \"line $i of a chatty phase\"; done\nsleep 300",
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -f 256; trap '' XFSZ; exec \"$@\"")
+        .arg("bash")
+        .arg(common::BIN)
+        .arg("-C")
+        .arg(p.path())
+        .arg("build")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("10-chatty") && err.contains("10-chatty.log"),
+        "{err}"
+    );
+    let pid: i32 = p.read("build/pid").trim().parse().unwrap();
+    assert!(!pid_alive(pid), "the phase still runs");
+    assert!(!p.output().exists());
+}
