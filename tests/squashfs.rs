@@ -393,3 +393,111 @@ fn ctrl_c_stops_between_blocks_and_leaves_no_image_behind() {
         out.display()
     );
 }
+
+#[test]
+fn hard_links_of_every_kind_stay_one_inode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    mknod(&src.join("fifo"), libc::S_IFIFO | 0o644, 0);
+    mknod(&src.join("null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+    std::os::unix::fs::symlink("target", src.join("sym")).unwrap();
+    for name in ["fifo", "null", "sym"] {
+        std::fs::hard_link(src.join(name), src.join(format!("{name}2"))).unwrap();
+    }
+    let img = tmp.path().join("x.sqfs");
+    squashfs(&[s(&src), s(&img)]).ok();
+    // unsquashfs -lln prints each entry's link count... not for all versions; extract instead
+    // and compare (dev, ino) pairs as the kernel-independent reader sees them.
+    let out = tmp.path().join("out");
+    let st = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&out)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for name in ["fifo", "null", "sym"] {
+        let a = std::fs::symlink_metadata(out.join(name)).unwrap();
+        let b = std::fs::symlink_metadata(out.join(format!("{name}2"))).unwrap();
+        assert_eq!(a.ino(), b.ino(), "{name}: two inodes");
+        assert_eq!(a.nlink(), 2, "{name}: link count");
+    }
+}
+
+#[test]
+fn more_ids_than_squashfs_holds_are_refused_before_compressing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // 32768 files with distinct uid and gid: 65536 ids, one more than the u16 count can hold.
+    for i in 0..32768u32 {
+        let f = src.join(format!("{i}"));
+        std::fs::write(&f, b"").unwrap();
+        std::os::unix::fs::lchown(&f, Some(100_000 + i), Some(200_000 + i)).unwrap();
+    }
+    let img = tmp.path().join("x.sqfs");
+    let r = squashfs(&[s(&src), s(&img)]);
+    r.fails_with(2, "65535");
+    assert!(!r.stdout().contains("compressing"), "{}", r.stdout());
+    assert!(!img.exists());
+}
+
+#[test]
+fn acls_and_a_directory_in_the_way_are_refused_before_compressing_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), data(1, 300_000)).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // The output path is an existing directory.
+    let in_the_way = out.join("x.sqfs");
+    std::fs::create_dir(&in_the_way).unwrap();
+    let r = squashfs(&[s(&src), s(&in_the_way)]);
+    r.fails_with(2, "is a directory");
+    assert!(!r.stdout().contains("compressing"), "{}", r.stdout());
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["x.sqfs"], "something was left in {}", out.display());
+
+    // A POSIX ACL (system.* xattrs have no place in squashfs).
+    let st = Command::new("setfacl")
+        .args(["-m", "u:1234:r"])
+        .arg(src.join("f"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = squashfs(&[s(&src), s(&out.join("y.sqfs"))]);
+    r.fails_with(2, "system.posix_acl_access");
+    assert!(!r.stdout().contains("compressing"), "{}", r.stdout());
+    assert!(!out.join("y.sqfs").exists());
+}
+
+#[test]
+fn a_path_longer_than_path_max_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // Made with *at() calls relative to an open directory, the only way below PATH_MAX.
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg("import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nfor i in range(25):\n    os.mkdir('d'*200,dir_fd=fd); fd=os.open('d'*200,os.O_RDONLY,dir_fd=fd)\nos.close(os.open('leaf',os.O_CREAT|os.O_WRONLY,dir_fd=fd))")
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let img = tmp.path().join("x.sqfs");
+    let r = squashfs(&[s(&src), s(&img)]);
+    r.fails_with(2, "more than the 4096 the system calls take");
+    assert!(
+        r.stderr().len() < 600,
+        "the whole path was printed: {} bytes",
+        r.stderr().len()
+    );
+    assert!(!img.exists());
+    // tempdir's cleanup cannot remove what is that deep either.
+    let _ = Command::new("rm").arg("-rf").arg(&src).status();
+}

@@ -37,6 +37,9 @@ pub struct Tables {
     pub xattr_count: u32,
 }
 
+/// Distinct uids and gids an image can hold: the superblock's id count is 16 bits.
+pub const MAX_IDS: usize = u16::MAX as usize;
+
 /// `locs` holds every regular file's data location, keyed by its inode's node.
 pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32) -> Result<Tables> {
     let mut numbers = vec![0u32; tree.nodes.len()];
@@ -199,18 +202,18 @@ impl Writer<'_> {
             }
             Kind::Symlink(target) => {
                 self.header(&mut b, 3 + ext, node)?;
-                put32(&mut b, 1);
+                put32(&mut b, self.links[node]);
                 put32(&mut b, target.len() as u32);
                 b.extend_from_slice(target);
             }
             Kind::Block(rdev) | Kind::Char(rdev) => {
                 self.header(&mut b, basic_type(&tree.nodes[node].kind) + ext, node)?;
-                put32(&mut b, 1);
+                put32(&mut b, self.links[node]);
                 put32(&mut b, device_number(*rdev));
             }
             Kind::Fifo | Kind::Socket => {
                 self.header(&mut b, basic_type(&tree.nodes[node].kind) + ext, node)?;
-                put32(&mut b, 1);
+                put32(&mut b, self.links[node]);
             }
             Kind::Dir(_) | Kind::Link(_) => unreachable!("directories and links are not leaves"),
         }
@@ -272,8 +275,9 @@ impl Writer<'_> {
         if let Some(&i) = self.id_index.get(&id) {
             return Ok(i);
         }
-        if self.ids.len() > u16::MAX as usize {
-            bail!("more than 65536 distinct uids and gids; squashfs cannot store them");
+        // The superblock counts ids in 16 bits (`write` refuses more before compressing).
+        if self.ids.len() >= MAX_IDS {
+            bail!("more than {MAX_IDS} distinct uids and gids; squashfs cannot store them");
         }
         let i = self.ids.len() as u16;
         self.ids.push(id);
@@ -311,7 +315,7 @@ fn listing(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// squashfs's prefix id for an attribute name, and the name without the prefix.
-fn split_xattr_name(name: &[u8]) -> Option<(u16, &[u8])> {
+pub(crate) fn split_xattr_name(name: &[u8]) -> Option<(u16, &[u8])> {
     [
         (b"user.".as_slice(), 0),
         (b"trusted.".as_slice(), 1),

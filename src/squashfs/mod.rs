@@ -97,11 +97,29 @@ pub fn write(o: &Options) -> Result<Report> {
     if !o.source.is_dir() {
         return Err(UsageError::new(format!("{} is not a directory", o.source.display())).into());
     }
+    if o.output.is_dir() {
+        return Err(UsageError::new(format!(
+            "{} is a directory; give the image file's path",
+            o.output.display()
+        ))
+        .into());
+    }
     let mut tree = tree::Tree::walk(o.source, o.excludes, o.mtime)?;
     if o.all_root {
         for node in &mut tree.nodes {
             (node.uid, node.gid) = (0, 0);
         }
+    }
+    let ids: std::collections::HashSet<u32> = tree.nodes.iter().flat_map(|n| [n.uid, n.gid]).collect();
+    if ids.len() > inode::MAX_IDS {
+        return Err(UsageError::new(format!(
+            "{} has {} distinct uids and gids; a squashfs image holds at most {} (--all-root makes every \
+             entry root's)",
+            o.source.display(),
+            ids.len(),
+            inode::MAX_IDS
+        ))
+        .into());
     }
     let plan = plan::plan(&tree, o.block_size)?;
     let cache = o.cache.map(|dir| BlockCache::open(dir, o.level));
@@ -128,8 +146,12 @@ pub fn write(o: &Options) -> Result<Report> {
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
-    tmp.persist(o.output)
-        .with_context(|| format!("moving the image to {}", o.output.display()))?;
+    // On failure the temporary file comes back inside the error: remove it now, since an
+    // error ends the process without running destructors.
+    if let Err(e) = tmp.persist(o.output) {
+        let _ = e.file.close();
+        return Err(e.error).with_context(|| format!("moving the image to {}", o.output.display()));
+    }
 
     let from_cache = stored.iter().filter(|(_, hit)| *hit).count();
     let mut report = Report {

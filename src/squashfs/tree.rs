@@ -1,12 +1,16 @@
 //! The source tree as the image will hold it: entries sorted by name (squashfs looks names up in
 //! that order), hard links inside the tree folded into one inode, excluded paths left out.
 
+use crate::error::UsageError;
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+/// Linux's PATH_MAX, with the terminating NUL.
+const PATH_MAX: usize = 4096;
 
 /// squashfs stores a name's length minus one in 8 bits as far as the kernel is concerned.
 const MAX_NAME: usize = 256;
@@ -17,7 +21,8 @@ pub enum Kind {
     File {
         size: u64,
     },
-    /// Another name for the regular file at this node.
+    /// Another name (a hard link) for the inode at this node: a file, symlink, device, fifo
+    /// or socket.
     Link(usize),
     Symlink(Vec<u8>),
     Block(u64),
@@ -116,8 +121,35 @@ struct Walk<'a> {
 impl Walk<'_> {
     fn add(&mut self, rel: PathBuf, name: Vec<u8>) -> Result<usize> {
         let path = self.tree.root.join(&rel);
+        // The system calls cannot reach it; mksquashfs skips such entries, which would leave
+        // a hole in the image nobody asked for, so it is refused.
+        let len = path.as_os_str().len();
+        if len >= PATH_MAX {
+            let bytes = path.as_os_str().as_bytes();
+            return Err(UsageError::new(format!(
+                "{}...{}: the path is {len} bytes long, more than the {PATH_MAX} the system calls take; \
+                 shorten the tree's names or nesting",
+                String::from_utf8_lossy(&bytes[..60]),
+                String::from_utf8_lossy(&bytes[len - 60..])
+            ))
+            .into());
+        }
         let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
         let xattrs = xattrs(&path)?;
+        // Checked here, before anything is compressed: squashfs has no place for system.*
+        // attributes (POSIX ACLs), and mksquashfs drops them silently.
+        if let Some(x) = xattrs
+            .iter()
+            .find(|x| super::inode::split_xattr_name(&x.name).is_none())
+        {
+            return Err(UsageError::new(format!(
+                "{}: extended attribute {} is outside the user., trusted. and security. namespaces, the only \
+                 ones squashfs stores (a POSIX ACL? remove it with setfacl -b)",
+                path.display(),
+                String::from_utf8_lossy(&x.name)
+            ))
+            .into());
+        }
         let index = self.tree.nodes.len();
         self.tree.nodes.push(Node {
             name,
@@ -132,16 +164,16 @@ impl Walk<'_> {
             kind: Kind::Fifo,
         });
         let ft = meta.file_type();
-        let kind = if ft.is_dir() {
+        // Every name of an inode with more than one, whatever its type, becomes one inode.
+        let first = (!ft.is_dir() && meta.nlink() > 1)
+            .then(|| *self.links.entry((meta.dev(), meta.ino())).or_insert(index))
+            .filter(|&first| first != index);
+        let kind = if let Some(first) = first {
+            Kind::Link(first)
+        } else if ft.is_dir() {
             Kind::Dir(self.add_children(&rel, &path)?)
         } else if ft.is_file() {
-            let first = (meta.nlink() > 1)
-                .then(|| *self.links.entry((meta.dev(), meta.ino())).or_insert(index))
-                .filter(|&first| first != index);
-            match first {
-                Some(first) => Kind::Link(first),
-                None => Kind::File { size: meta.size() },
-            }
+            Kind::File { size: meta.size() }
         } else if ft.is_symlink() {
             let target =
                 std::fs::read_link(&path).with_context(|| format!("reading link {}", path.display()))?;
