@@ -501,3 +501,69 @@ fn a_path_longer_than_path_max_is_named_and_refused() {
     // tempdir's cleanup cannot remove what is that deep either.
     let _ = Command::new("rm").arg("-rf").arg(&src).status();
 }
+
+#[test]
+fn zero_blocks_are_stored_as_holes_and_read_back_as_zeros() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // 64 MiB: holes, one written block of zeros, and real data in between.
+    let f = std::fs::File::create(src.join("disk")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&data(7, 300_000), 10 << 20).unwrap();
+    f.write_all_at(&vec![0u8; 1 << 20], 20 << 20).unwrap();
+    drop(f);
+    let img = tmp.path().join("x.sqfs");
+    let r = squashfs(&[s(&src), s(&img), "--level", "3"]);
+    r.ok();
+    assert!(
+        r.stdout().contains("509 all-zero blocks stored as holes"),
+        "{}",
+        r.stdout()
+    );
+    assert!(std::fs::metadata(&img).unwrap().len() < 400_000);
+    // unsquashfs reads zeros back, and makes holes again (the inode says it is sparse).
+    let out = tmp.path().join("out");
+    let st = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&out)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(std::fs::read(out.join("disk")).unwrap() == std::fs::read(src.join("disk")).unwrap());
+    let allocated = std::fs::metadata(out.join("disk")).unwrap().blocks() * 512;
+    assert!(allocated < 4 << 20, "{allocated} bytes allocated: no holes");
+}
+
+#[test]
+fn memory_stays_bounded_by_the_blocks_in_flight_not_the_file_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // 1 GiB that does not compress (and no zero blocks): every block is kept raw.
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c 1G /dev/urandom > {}/big", src.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let img = tmp.path().join("x.sqfs");
+    // Reaped with wait4, which also reports its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = squashfs_cmd(&[s(&src), s(&img), "--level", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let peak_mib = usage.ru_maxrss / 1024;
+    eprintln!("peak RSS for a 1 GiB file: {peak_mib} MiB");
+    assert!(peak_mib < 200, "peak RSS {peak_mib} MiB for a 1 GiB file");
+    assert!(std::fs::metadata(&img).unwrap().len() > 1 << 30);
+}

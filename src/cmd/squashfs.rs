@@ -35,7 +35,7 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
         },
     })?;
     println!(
-        "{}: {} inodes, {} files ({} duplicates stored once), {} blocks + {} fragment blocks, \
+        "{}: {} inodes, {} files ({} duplicates stored once), {} blocks + {} fragment blocks{}, \
          {:.1} MiB in {:.1}s",
         args.output.display(),
         r.inodes,
@@ -43,6 +43,11 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
         r.duplicates,
         r.blocks,
         r.fragments,
+        if r.sparse > 0 {
+            format!(" + {} all-zero blocks stored as holes", r.sparse)
+        } else {
+            String::new()
+        },
         r.bytes as f64 / (1 << 20) as f64,
         r.seconds
     );

@@ -38,7 +38,10 @@ impl Stored {
 }
 
 pub fn compress(data: &[u8], level: i32) -> Result<Stored> {
-    let packed = zstd::bulk::compress(data, level).context("zstd compression")?;
+    let mut packed = zstd::bulk::compress(data, level).context("zstd compression")?;
+    // The buffer comes sized for the worst case (a whole block): without this, every block
+    // in flight would hold a block's worth of memory, however well it compressed.
+    packed.shrink_to_fit();
     Ok(if packed.len() < data.len() {
         Stored {
             bytes: packed,
@@ -163,30 +166,36 @@ impl BlockCache {
         })
     }
 
+    /// Whether the index lists the block (its payload is checked only when it is read).
+    pub fn lists(&self, key: &Key) -> bool {
+        self.pack.is_some() && self.index.contains_key(key)
+    }
+
     /// Cached blocks that failed their checksum (and were compressed again).
     pub fn damaged(&self) -> usize {
         self.damaged.lock().expect("damaged lock").len()
     }
 
-    /// Keeps exactly `blocks` (the ones the image just written uses) for the next build.
-    pub fn save(mut self, blocks: &[(Key, &Stored)]) -> Result<()> {
+    /// Keeps exactly `blocks` (the ones the image just written uses) for the next build; the
+    /// payloads of new ones are read back from `image`, where each block's [`Place`] says.
+    pub fn save(mut self, blocks: &[(Key, Place)], image: &std::fs::File) -> Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let mut seen = HashSet::new();
-        let unique: Vec<(Key, &Stored)> = blocks.iter().copied().filter(|(k, _)| seen.insert(*k)).collect();
+        let unique: Vec<(Key, Place)> = blocks.iter().copied().filter(|(k, _)| seen.insert(*k)).collect();
         let damaged = std::mem::take(self.damaged.get_mut().expect("damaged lock"));
         let mut live: HashMap<Key, Entry> = HashMap::new();
-        let mut fresh: Vec<(Key, &Stored)> = Vec::new();
-        for &(key, stored) in &unique {
+        let mut fresh: Vec<(Key, Place)> = Vec::new();
+        for &(key, place) in &unique {
             match self.index.get(&key) {
                 Some(e) if self.pack.is_some() && !damaged.contains(&key) => {
                     live.insert(key, *e);
                 }
                 // New, or damaged: written again so that the next build finds it intact.
-                _ => fresh.push((key, stored)),
+                _ => fresh.push((key, place)),
             }
         }
         let live_bytes: u64 = live.values().map(|e| e.len as u64).sum();
-        let fresh_bytes: u64 = fresh.iter().map(|(_, s)| s.bytes.len() as u64).sum();
+        let fresh_bytes: u64 = fresh.iter().map(|(_, p)| p.len as u64).sum();
         let pack_path = self.dir.join(PACK);
         let append =
             self.pack.is_some() && self.pack_len + fresh_bytes <= 2 * (live_bytes + fresh_bytes) + self.slack;
@@ -204,11 +213,24 @@ impl BlockCache {
             let file = tmp.reopen()?;
             (unique, 0, Some(tmp), file)
         };
-        for (key, stored) in to_write {
-            out.write_all(&stored.bytes)
+        let mut bytes = Vec::new();
+        for (key, place) in to_write {
+            bytes.resize(place.len as usize, 0);
+            image
+                .read_exact_at(&mut bytes, place.offset)
+                .context("reading a block back from the new image")?;
+            out.write_all(&bytes)
                 .with_context(|| format!("writing {}", pack_path.display()))?;
-            live.insert(key, entry_for(stored, offset));
-            offset += stored.bytes.len() as u64;
+            live.insert(
+                key,
+                Entry {
+                    offset,
+                    len: place.len,
+                    raw: place.raw,
+                    sum: sha256(&bytes),
+                },
+            );
+            offset += place.len as u64;
         }
         if let Some(tmp) = tmp {
             self.pack = None;
@@ -234,18 +256,40 @@ impl BlockCache {
     }
 }
 
-fn entry_for(stored: &Stored, offset: u64) -> Entry {
-    Entry {
-        offset,
-        len: stored.bytes.len() as u32,
-        raw: stored.raw,
-        sum: sha256(&stored.bytes),
+/// Where a stored block went in the image: what the cache needs to copy it from there.
+#[derive(Clone, Copy, Debug)]
+pub struct Place {
+    pub offset: u64,
+    pub len: u32,
+    pub raw: bool,
+}
+
+impl Place {
+    pub fn of(s: &Stored, offset: u64) -> Place {
+        Place {
+            offset,
+            len: s.bytes.len() as u32,
+            raw: s.raw,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Saves as `write` does: the blocks are in an image file, and the cache copies them from it.
+    fn save(cache: BlockCache, blocks: &[(Key, &Stored)]) {
+        let mut image = tempfile::tempfile().unwrap();
+        let mut places = Vec::new();
+        let mut pos = 0;
+        for (k, s) in blocks {
+            image.write_all(&s.bytes).unwrap();
+            places.push((*k, Place::of(s, pos)));
+            pos += s.bytes.len() as u64;
+        }
+        cache.save(&places, &image).unwrap();
+    }
 
     fn block(seed: u8) -> (Key, Stored) {
         let data: Vec<u8> = (0..4096u32).map(|i| (i as u8 / 16).wrapping_add(seed)).collect();
@@ -267,15 +311,13 @@ mod tests {
         let (ka, a) = block(1);
         let (kb, b) = block(2);
         let (kc, c) = block(3);
-        BlockCache::open(dir.path(), 3)
-            .save(&[(ka, &a), (kb, &b)])
-            .unwrap();
+        save(BlockCache::open(dir.path(), 3), &[(ka, &a), (kb, &b)]);
 
         let cache = BlockCache::open(dir.path(), 3);
         assert_eq!(cache.dropped, None);
         assert_eq!(cache.get(&ka), Some(a.clone()));
         assert_eq!(cache.get(&kc), None);
-        cache.save(&[(kb, &b), (kc, &c)]).unwrap();
+        save(cache, &[(kb, &b), (kc, &c)]);
 
         let cache = BlockCache::open(dir.path(), 3);
         assert_eq!(
@@ -297,7 +339,7 @@ mod tests {
         assert_eq!(cache.damaged(), 1);
         assert_eq!(cache.get(&kc), Some(c.clone()));
         // Saving after a damaged read writes that block again: the next build has it intact.
-        cache.save(&[(kb, &b), (kc, &c)]).unwrap();
+        save(cache, &[(kb, &b), (kc, &c)]);
         let cache = BlockCache::open(dir.path(), 3);
         assert_eq!(cache.get(&kb), Some(b.clone()));
         assert_eq!(cache.damaged(), 0);
@@ -314,9 +356,9 @@ mod tests {
         let refs = |r: std::ops::Range<usize>| -> Vec<(Key, &Stored)> {
             blocks[r].iter().map(|(k, s)| (*k, s)).collect()
         };
-        BlockCache::open(dir.path(), 3).save(&refs(0..20)).unwrap();
+        save(BlockCache::open(dir.path(), 3), &refs(0..20));
         let first = std::fs::metadata(dir.path().join(PACK)).unwrap().len();
-        BlockCache::open(dir.path(), 3).save(&refs(20..40)).unwrap();
+        save(BlockCache::open(dir.path(), 3), &refs(20..40));
         let appended = std::fs::metadata(dir.path().join(PACK)).unwrap().len();
         assert!(appended > first, "a pack within its slack is appended to");
         let cache = BlockCache::open(dir.path(), 3);
@@ -328,7 +370,7 @@ mod tests {
 
         let mut cache = BlockCache::open(dir.path(), 3);
         cache.slack = 0;
-        cache.save(&refs(30..40)).unwrap();
+        save(cache, &refs(30..40));
         let rewritten = std::fs::metadata(dir.path().join(PACK)).unwrap().len();
         assert!(
             rewritten < first,

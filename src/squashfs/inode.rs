@@ -41,7 +41,7 @@ pub struct Tables {
 pub const MAX_IDS: usize = u16::MAX as usize;
 
 /// `locs` holds every regular file's data location, keyed by its inode's node.
-pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32) -> Result<Tables> {
+pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32, block_size: u32) -> Result<Tables> {
     let mut numbers = vec![0u32; tree.nodes.len()];
     let mut next = 1;
     number(tree, 0, &mut next, &mut numbers);
@@ -53,6 +53,7 @@ pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32) -> Result<
     let mut w = Writer {
         tree,
         locs,
+        block_size,
         numbers,
         links,
         refs: vec![None; tree.nodes.len()],
@@ -96,6 +97,7 @@ fn number(tree: &Tree, dir: usize, next: &mut u32, numbers: &mut [u32]) {
 struct Writer<'a> {
     tree: &'a Tree,
     locs: &'a HashMap<usize, FileLoc>,
+    block_size: u32,
     numbers: Vec<u32>,
     links: Vec<u32>,
     refs: Vec<Option<Ref>>,
@@ -182,7 +184,10 @@ impl Writer<'_> {
                 let loc = &self.locs[&node];
                 let nlink = self.links[node];
                 let small = loc.start <= u32::MAX as u64 && *size <= u32::MAX as u64;
-                if small && nlink == 1 && xattr == NONE {
+                // Holes need the extended inode: its `sparse` field tells readers (unsquashfs)
+                // to make holes again rather than write zeros.
+                let holes = loc.sizes.iter().filter(|s| **s == 0).count() as u64 * self.block_size as u64;
+                if small && nlink == 1 && xattr == NONE && holes == 0 {
                     self.header(&mut b, 2, node)?;
                     put32(&mut b, loc.start as u32);
                     put32(&mut b, loc.fragment);
@@ -192,7 +197,7 @@ impl Writer<'_> {
                     self.header(&mut b, 9, node)?;
                     b.extend_from_slice(&loc.start.to_le_bytes());
                     b.extend_from_slice(&size.to_le_bytes());
-                    b.extend_from_slice(&0u64.to_le_bytes());
+                    b.extend_from_slice(&holes.to_le_bytes());
                     put32(&mut b, nlink);
                     put32(&mut b, loc.fragment);
                     put32(&mut b, loc.fragment_offset);

@@ -58,6 +58,8 @@ pub struct Report {
     pub files: usize,
     pub duplicates: usize,
     pub blocks: usize,
+    /// All-zero blocks, stored as holes.
+    pub sparse: usize,
     pub fragments: usize,
     pub from_cache: usize,
     pub compressed: usize,
@@ -125,11 +127,39 @@ pub fn write(o: &Options) -> Result<Report> {
     let cache = o.cache.map(|dir| BlockCache::open(dir, o.level));
 
     let mut jobs = Vec::new();
+    let mut sparse = 0;
     for (file, f) in plan.files.iter().enumerate().filter(|(_, f)| f.same_as.is_none()) {
-        jobs.extend((0..f.blocks.len()).map(|n| Job::Block { file, n }));
+        for (n, key) in f.blocks.iter().enumerate() {
+            if *key == plan.zero {
+                sparse += 1;
+            } else {
+                jobs.push(Job::Block { file, n });
+            }
+        }
     }
     jobs.extend((0..plan.fragments.len()).map(Job::Fragment));
-    let stored = stored_blocks(o, &tree, &plan, &jobs, cache.as_ref())?;
+    // What the cache's index lists now; a cached block that fails its checksum is compressed
+    // again later, so this can be a few short.
+    let listed = cache
+        .as_ref()
+        .map_or(0, |c| jobs.iter().filter(|j| c.lists(&j.key(&plan))).count());
+    (o.progress)(&format!(
+        "{} entries, {} blocks{}: {}compressing {} at zstd {}",
+        tree.nodes.len(),
+        jobs.len(),
+        if sparse > 0 {
+            format!(" (+{sparse} sparse)")
+        } else {
+            String::new()
+        },
+        if cache.is_some() {
+            format!("{listed} from the block cache, ")
+        } else {
+            String::new()
+        },
+        jobs.len() - listed,
+        o.level
+    ));
 
     let dir = o
         .output
@@ -140,12 +170,37 @@ pub fn write(o: &Options) -> Result<Report> {
         .prefix(".loisto-squashfs-")
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let (bytes, inodes) = write_image(tmp.as_file(), o, &tree, &plan, &stored)
+    let mut stream = BlockStream {
+        o,
+        tree: &tree,
+        plan: &plan,
+        jobs: &jobs,
+        cache: cache.as_ref(),
+        next: 0,
+        window: std::collections::VecDeque::new(),
+        from_cache: 0,
+    };
+    let (bytes, inodes, places) = write_image(tmp.as_file(), o, &tree, &plan, &mut stream)
         .with_context(|| format!("writing {}", tmp.path().display()))?;
+    let from_cache = stream.from_cache;
     // Readable like any build artifact (a temporary file starts as 0600).
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
+    // The cache takes new blocks from the image just written: nothing is kept in memory for it.
+    let cache_note = match cache {
+        Some(cache) => {
+            let dropped = cache.dropped.clone();
+            let damaged = cache.damaged();
+            let used: Vec<(Key, blocks::Place)> = jobs.iter().map(|j| j.key(&plan)).zip(places).collect();
+            let saved = cache.save(&used, tmp.as_file());
+            (
+                damaged,
+                saved.err().map(|e| format!("not saved: {e:#}")).or(dropped),
+            )
+        }
+        None => (0, None),
+    };
     // On failure the temporary file comes back inside the error: remove it now, since an
     // error ends the process without running destructors.
     if let Err(e) = tmp.persist(o.output) {
@@ -153,72 +208,65 @@ pub fn write(o: &Options) -> Result<Report> {
         return Err(e.error).with_context(|| format!("moving the image to {}", o.output.display()));
     }
 
-    let from_cache = stored.iter().filter(|(_, hit)| *hit).count();
-    let mut report = Report {
+    Ok(Report {
         inodes,
         files: plan.files.len(),
         duplicates: plan.files.iter().filter(|f| f.same_as.is_some()).count(),
         blocks: jobs.len() - plan.fragments.len(),
+        sparse,
         fragments: plan.fragments.len(),
         from_cache,
-        compressed: stored.len() - from_cache,
-        damaged: cache.as_ref().map_or(0, |c| c.damaged()),
-        cache_note: cache.as_ref().and_then(|c| c.dropped.clone()),
+        compressed: jobs.len() - from_cache,
+        damaged: cache_note.0,
+        cache_note: cache_note.1,
         unmatched: tree.unmatched.clone(),
         bytes,
-        seconds: 0.0,
-    };
-    if let Some(cache) = cache {
-        let used: Vec<(Key, &Stored)> = jobs
-            .iter()
-            .zip(&stored)
-            .map(|(j, (s, _))| (j.key(&plan), s))
-            .collect();
-        if let Err(e) = cache.save(&used) {
-            report.cache_note = Some(format!("not saved: {e:#}"));
-        }
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
-/// Every job's block as the image stores it: from the cache where it has the block intact,
-/// else read from the tree and compressed (on all cores). The bool says "from the cache".
-fn stored_blocks(
-    o: &Options,
-    tree: &tree::Tree,
-    plan: &plan::Plan,
-    jobs: &[Job],
-    cache: Option<&BlockCache>,
-) -> Result<Vec<(Stored, bool)>> {
-    let cached = parallel::map(jobs.len(), |j| Ok(cache.and_then(|c| c.get(&jobs[j].key(plan)))))?;
-    let misses: Vec<usize> = (0..jobs.len()).filter(|&j| cached[j].is_none()).collect();
-    let reused = match cache {
-        Some(_) => format!("{} from the block cache, ", jobs.len() - misses.len()),
-        None => String::new(),
-    };
-    (o.progress)(&format!(
-        "{} entries, {} blocks: {reused}compressing {} at zstd {}",
-        tree.nodes.len(),
-        jobs.len(),
-        misses.len(),
-        o.level
-    ));
-    let compressed = parallel::map(misses.len(), |m| {
-        let data = match jobs[misses[m]] {
-            Job::Block { file, n } => read_block(tree, plan, file, n, o.block_size)?,
-            Job::Fragment(i) => read_fragment(tree, plan, i)?,
-        };
-        compress(&data, o.level)
-    })?;
-    let mut compressed = compressed.into_iter();
-    Ok(cached
-        .into_iter()
-        .map(|hit| match hit {
-            Some(s) => (s, true),
-            None => (compressed.next().expect("one compressed block per miss"), false),
-        })
-        .collect())
+/// Blocks compressed (or taken from the cache) at once: what bounds memory, whatever the file
+/// sizes (at most this many uncompressed and compressed blocks are held).
+const WINDOW: usize = 256;
+
+/// Every job's block as the image stores it, in job order, a window at a time: from the cache
+/// where it has the block intact, else read from the tree and compressed on all cores.
+struct BlockStream<'a> {
+    o: &'a Options<'a>,
+    tree: &'a tree::Tree,
+    plan: &'a plan::Plan,
+    jobs: &'a [Job],
+    cache: Option<&'a BlockCache>,
+    next: usize,
+    window: std::collections::VecDeque<Stored>,
+    from_cache: usize,
+}
+
+impl BlockStream<'_> {
+    fn next(&mut self) -> Result<Stored> {
+        if self.window.is_empty() {
+            let start = self.next;
+            let end = (start + WINDOW).min(self.jobs.len());
+            if start == end {
+                bail!("the image asked for more blocks than were planned");
+            }
+            let got = parallel::map(end - start, |i| {
+                let job = &self.jobs[start + i];
+                if let Some(s) = self.cache.and_then(|c| c.get(&job.key(self.plan))) {
+                    return Ok((s, true));
+                }
+                let data = match *job {
+                    Job::Block { file, n } => read_block(self.tree, self.plan, file, n, self.o.block_size)?,
+                    Job::Fragment(i) => read_fragment(self.tree, self.plan, i)?,
+                };
+                Ok((compress(&data, self.o.level)?, false))
+            })?;
+            self.from_cache += got.iter().filter(|(_, hit)| *hit).count();
+            self.window.extend(got.into_iter().map(|(s, _)| s));
+            self.next = end;
+        }
+        Ok(self.window.pop_front().expect("a window was just filled"))
+    }
 }
 
 fn read_block(
@@ -262,8 +310,8 @@ fn write_image(
     o: &Options,
     tree: &tree::Tree,
     plan: &plan::Plan,
-    stored: &[(Stored, bool)],
-) -> Result<(u64, u32)> {
+    stored: &mut BlockStream,
+) -> Result<(u64, u32, Vec<blocks::Place>)> {
     let mut w = Counter {
         out: BufWriter::with_capacity(1 << 20, file),
         pos: 0,
@@ -273,7 +321,8 @@ fn write_image(
     w.put(&(4u16 | 0x8000).to_le_bytes())?;
     w.put(&(o.level as u32).to_le_bytes())?;
 
-    let mut stored = stored.iter().map(|(s, _)| s);
+    // Where each job's block landed, for the block cache.
+    let mut places = Vec::with_capacity(stored.jobs.len());
     let mut locs: HashMap<usize, FileLoc> = HashMap::new();
     for (i, f) in plan.files.iter().enumerate() {
         let loc = match f.same_as {
@@ -281,8 +330,14 @@ fn write_image(
             None => {
                 let start = w.pos;
                 let mut sizes = Vec::with_capacity(f.blocks.len());
-                for _ in &f.blocks {
-                    let s = stored.next().expect("one stored block per job");
+                for key in &f.blocks {
+                    if *key == plan.zero {
+                        // A hole: size 0 in the block list, no data; readers give zeros.
+                        sizes.push(0);
+                        continue;
+                    }
+                    let s = stored.next()?;
+                    places.push(blocks::Place::of(&s, w.pos));
                     w.put(&s.bytes)?;
                     sizes.push(s.size_field());
                 }
@@ -299,14 +354,15 @@ fn write_image(
     }
     let mut fragment_table = Vec::with_capacity(plan.fragments.len() * 16);
     for _ in &plan.fragments {
-        let s = stored.next().expect("one stored block per fragment");
+        let s = stored.next()?;
+        places.push(blocks::Place::of(&s, w.pos));
         fragment_table.extend_from_slice(&w.pos.to_le_bytes());
         fragment_table.extend_from_slice(&s.size_field().to_le_bytes());
         fragment_table.extend_from_slice(&0u32.to_le_bytes());
         w.put(&s.bytes)?;
     }
 
-    let tables = inode::write(tree, &locs, o.level)?;
+    let tables = inode::write(tree, &locs, o.level, o.block_size)?;
     let inode_table = w.pos;
     w.put(&tables.inodes)?;
     let dir_table = w.pos;
@@ -381,7 +437,7 @@ fn write_image(
     let mut out = w.out.into_inner().map_err(|e| e.into_error())?;
     out.seek(SeekFrom::Start(0))?;
     out.write_all(&sb)?;
-    Ok((padded, tables.inode_count))
+    Ok((padded, tables.inode_count, places))
 }
 
 /// A writer that knows its position, which the tables need for absolute offsets.

@@ -11,8 +11,8 @@ use super::tree::{Kind, Tree};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 
 /// Expected number of tails in one run of fragments.
 const CUT_EVERY: u16 = 16;
@@ -20,7 +20,8 @@ const CUT_EVERY: u16 = 16;
 pub struct FileData {
     pub node: usize,
     pub size: u64,
-    /// Keys of the full blocks.
+    /// Keys of the full blocks; [`Plan::zero`] for a block of zeros, which is stored as a
+    /// hole (a sparse block: no data, size 0 in the block list).
     pub blocks: Vec<Key>,
     /// Key and length of the last, partial block, which goes into a fragment.
     pub tail: Option<(Key, u32)>,
@@ -36,6 +37,8 @@ pub struct Fragment {
 }
 
 pub struct Plan {
+    /// The key of an all-zero block.
+    pub zero: Key,
     pub files: Vec<FileData>,
     pub fragments: Vec<Fragment>,
     /// Per file: (fragment, offset) of its tail.
@@ -52,9 +55,10 @@ pub fn plan(tree: &Tree, block_size: u32) -> Result<Plan> {
             _ => None,
         })
         .collect();
+    let zero = sha256(&vec![0u8; block_size as usize]);
     let mut files = super::parallel::map(nodes.len(), |i| {
         let (node, size) = nodes[i];
-        hash_file(tree, node, size, block_size)
+        hash_file(tree, node, size, block_size, &zero)
     })?;
     let mut first: HashMap<Key, usize> = HashMap::new();
     for (i, f) in files.iter_mut().enumerate() {
@@ -72,13 +76,15 @@ pub fn plan(tree: &Tree, block_size: u32) -> Result<Plan> {
     }
     let (fragments, tail_at) = pack_fragments(tree, &files, block_size);
     Ok(Plan {
+        zero,
         files,
         fragments,
         tail_at,
     })
 }
 
-fn hash_file(tree: &Tree, node: usize, size: u64, block_size: u32) -> Result<FileData> {
+/// Hashes a file block by block; blocks in a hole of a sparse file are not even read.
+fn hash_file(tree: &Tree, node: usize, size: u64, block_size: u32, zero: &Key) -> Result<FileData> {
     let path = tree.path(node);
     let changed = || {
         format!(
@@ -86,20 +92,31 @@ fn hash_file(tree: &Tree, node: usize, size: u64, block_size: u32) -> Result<Fil
             path.display()
         )
     };
-    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let bs = block_size as u64;
     let mut buf = vec![0u8; block_size as usize];
-    let mut blocks = Vec::with_capacity((size / block_size as u64) as usize);
-    for _ in 0..size / block_size as u64 {
-        file.read_exact(&mut buf).with_context(changed)?;
+    let mut blocks = Vec::with_capacity((size / bs) as usize);
+    let mut data_at = 0u64;
+    for n in 0..size / bs {
+        let at = n * bs;
+        if data_at <= at {
+            data_at = next_data(&file, at, size);
+        }
+        if data_at >= at + bs {
+            blocks.push(*zero);
+            continue;
+        }
+        file.read_exact_at(&mut buf, at).with_context(changed)?;
         blocks.push(sha256(&buf));
     }
-    let tail_len = (size % block_size as u64) as usize;
+    let tail_len = (size % bs) as usize;
     let mut tail = None;
     if tail_len > 0 {
-        file.read_exact(&mut buf[..tail_len]).with_context(changed)?;
+        file.read_exact_at(&mut buf[..tail_len], size - tail_len as u64)
+            .with_context(changed)?;
         tail = Some((sha256(&buf[..tail_len]), tail_len as u32));
     }
-    if file.read(&mut buf[..1]).with_context(changed)? != 0 {
+    if file.read_at(&mut buf[..1], size).with_context(changed)? != 0 {
         bail!(changed());
     }
     Ok(FileData {
@@ -109,6 +126,23 @@ fn hash_file(tree: &Tree, node: usize, size: u64, block_size: u32) -> Result<Fil
         tail,
         same_as: None,
     })
+}
+
+/// Where the next data at or after `at` starts (SEEK_DATA); `size` when only a hole follows.
+/// A file system without hole reporting says "data" everywhere, which costs only speed.
+fn next_data(file: &std::fs::File, at: u64, size: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on a descriptor we own; the offset it returns is all we use.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
+    if r < 0 {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+            size
+        } else {
+            at
+        }
+    } else {
+        r as u64
+    }
 }
 
 fn pack_fragments(
