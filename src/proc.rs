@@ -35,17 +35,7 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let line = display(program, &args);
-    ui::trace(&line);
-    let out = duct::cmd(program, &args)
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|e| anyhow::anyhow!(hint(program, &e)))
-        .with_context(|| format!("running {line}"))?;
+    let (line, out) = captured(program, args, false)?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr
@@ -73,21 +63,34 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let line = display(program, &args);
-    ui::trace(&line);
-    let out = duct::cmd(program, &args)
-        .stdin_null()
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .map_err(|e| anyhow::anyhow!(hint(program, &e)))
-        .with_context(|| format!("running {line}"))?;
+    let (_, out) = captured(program, args, true)?;
     Ok((
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ))
+}
+
+/// Runs a tool with its output captured (stderr into stdout when `merged`), logging the
+/// command line first; returns that line and the output.
+fn captured<I, S>(program: &str, args: I, merged: bool) -> Result<(String, std::process::Output)>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let line = display(program, &args);
+    ui::trace(&line);
+    let cmd = duct::cmd(program, &args).stdin_null().unchecked();
+    let cmd = if merged {
+        cmd.stderr_to_stdout().stdout_capture()
+    } else {
+        cmd.stdout_capture().stderr_capture()
+    };
+    let out = cmd
+        .run()
+        .map_err(|e| anyhow::anyhow!(hint(program, &e)))
+        .with_context(|| format!("running {line}"))?;
+    Ok((line, out))
 }
 
 /// Starts a long-running tool (QEMU) whose streams the caller wires up itself.

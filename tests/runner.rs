@@ -332,14 +332,7 @@ fn ctrl_c_stops_the_whole_phase_group_and_exits_130() {
          echo $$ >> \"$BUILD_DIR/pids\"\n\
          sleep 300",
     );
-    let mut child = p
-        .cmd(&["build"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&p.path().join("build/pids"));
-    std::thread::sleep(Duration::from_millis(300));
-    let pids: Vec<i32> = p.read("build/pids").lines().map(|l| l.parse().unwrap()).collect();
+    let (mut child, pids) = build_recording_pids(&p);
     assert_eq!(pids.len(), 3);
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
@@ -435,6 +428,19 @@ fn help_completions_and_man_page_come_from_the_cli_definition() {
     );
     assert!(man.contains("LOISTO-IMAGE BUILD"));
     p.run(&["frobnicate"]).fails_with(2, "unrecognized subcommand");
+}
+
+/// Starts `build` and waits until its phase has written its process ids to build/pids.
+fn build_recording_pids(p: &TestProject) -> (std::process::Child, Vec<i32>) {
+    let child = p
+        .cmd(&["build"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&p.path().join("build/pids"));
+    std::thread::sleep(Duration::from_millis(300));
+    let pids = p.read("build/pids").lines().map(|l| l.parse().unwrap()).collect();
+    (child, pids)
 }
 
 fn wait_for(path: &std::path::Path) {
@@ -737,14 +743,7 @@ fn a_killed_runner_takes_its_phase_along() {
          echo $$ >> \"$BUILD_DIR/pids\"\n\
          sleep 300",
     );
-    let mut child = p
-        .cmd(&["build"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&p.path().join("build/pids"));
-    std::thread::sleep(Duration::from_millis(300));
-    let pids: Vec<i32> = p.read("build/pids").lines().map(|l| l.parse().unwrap()).collect();
+    let (mut child, pids) = build_recording_pids(&p);
     assert_eq!(pids.len(), 2);
     // SIGKILL: no handler runs, nothing in the runner can clean up.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };

@@ -6,25 +6,13 @@
 
 mod common;
 
-use common::{BIN, Run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 const STEM: &str = "loisto_0.1.0";
 
-fn run(project: &Path, args: &[&str]) -> Run {
-    let out = Command::new(BIN)
-        .arg("-C")
-        .arg(project)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("LOISTO_VM_ACCEL", "tcg")
-        .env_remove("GITHUB_ACTIONS")
-        .output()
-        .unwrap();
-    Run(out)
-}
+use common::run_tcg as run;
 
 fn copy(from: &Path, to: &Path) {
     let st = Command::new("cp")

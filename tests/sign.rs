@@ -84,6 +84,17 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `rauc info --keyring` verifies the bundle's signature.
+fn rauc_accepts(bundle: &Path, keyring: &Path) {
+    let info = Command::new("rauc")
+        .arg("info")
+        .arg(format!("--keyring={}", keyring.display()))
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+}
+
 fn sbverify(cert: &Path, pe: &Path) -> bool {
     Command::new("sbverify")
         .arg("--cert")
@@ -148,16 +159,7 @@ fn sign_signs_the_ukis_rewrites_the_boot_partition_and_makes_a_verified_bundle()
         assert_eq!(std::fs::read(out.join(f)).unwrap(), before[f], "{f} changed");
     }
     // RAUC accepts the bundle with the project's keyring; the records vouch for everything.
-    let info = Command::new("rauc")
-        .arg("info")
-        .arg(format!(
-            "--keyring={}",
-            b.p.path().join("rauc/keyring.pem").display()
-        ))
-        .arg(out.join("t_1.raucb"))
-        .output()
-        .unwrap();
-    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    rauc_accepts(&out.join("t_1.raucb"), &b.p.path().join("rauc/keyring.pem"));
     b.p.run(&["verify"]).ok();
     let sums = Command::new("sha256sum")
         .args(["-c", "--quiet", "SHA256SUMS"])
@@ -391,16 +393,7 @@ fn sign_takes_keys_from_a_pkcs11_token_and_signs_as_with_key_files() {
         .unwrap());
     r.ok();
     let out = b.p.output();
-    let info = Command::new("rauc")
-        .arg("info")
-        .arg(format!(
-            "--keyring={}",
-            b.p.path().join("rauc/keyring.pem").display()
-        ))
-        .arg(out.join("t_1.raucb"))
-        .output()
-        .unwrap();
-    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    rauc_accepts(&out.join("t_1.raucb"), &b.p.path().join("rauc/keyring.pem"));
 
     // The same keys as files sign the same bytes.
     b.p.run(&[

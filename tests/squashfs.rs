@@ -23,6 +23,18 @@ fn squashfs(args: &[&str]) -> Run {
     Run(squashfs_cmd(args).output().unwrap())
 }
 
+/// Extracts `img` into `out` with unsquashfs; returns `out`.
+fn unsquash(img: &Path, out: &Path) -> PathBuf {
+    let st = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(out)
+        .arg(img)
+        .status()
+        .unwrap();
+    assert!(st.success(), "unsquashfs {}", img.display());
+    out.to_path_buf()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -407,16 +419,8 @@ fn hard_links_of_every_kind_stay_one_inode() {
     }
     let img = tmp.path().join("x.sqfs");
     squashfs(&[s(&src), s(&img)]).ok();
-    // unsquashfs -lln prints each entry's link count... not for all versions; extract instead
-    // and compare (dev, ino) pairs as the kernel-independent reader sees them.
-    let out = tmp.path().join("out");
-    let st = Command::new("unsquashfs")
-        .args(["-q", "-n", "-d"])
-        .arg(&out)
-        .arg(&img)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    // Extracted by squashfs-tools: the names that share an inode come out as hard links.
+    let out = unsquash(&img, &tmp.path().join("out"));
     for name in ["fifo", "null", "sym"] {
         let a = std::fs::symlink_metadata(out.join(name)).unwrap();
         let b = std::fs::symlink_metadata(out.join(format!("{name}2"))).unwrap();
@@ -524,14 +528,7 @@ fn zero_blocks_are_stored_as_holes_and_read_back_as_zeros() {
     );
     assert!(std::fs::metadata(&img).unwrap().len() < 400_000);
     // unsquashfs reads zeros back, and makes holes again (the inode says it is sparse).
-    let out = tmp.path().join("out");
-    let st = Command::new("unsquashfs")
-        .args(["-q", "-n", "-d"])
-        .arg(&out)
-        .arg(&img)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let out = unsquash(&img, &tmp.path().join("out"));
     assert!(std::fs::read(out.join("disk")).unwrap() == std::fs::read(src.join("disk")).unwrap());
     let allocated = std::fs::metadata(out.join("disk")).unwrap().blocks() * 512;
     assert!(allocated < 4 << 20, "{allocated} bytes allocated: no holes");

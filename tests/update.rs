@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{BIN, Run};
+use common::Run;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,16 +34,7 @@ impl Rig {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(BIN)
-            .arg("-C")
-            .arg(&self.project)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("LOISTO_VM_ACCEL", "tcg")
-            .env_remove("GITHUB_ACTIONS")
-            .output()
-            .unwrap();
-        Run(out)
+        common::run_tcg(&self.project, args)
     }
 
     fn path(&self, name: &str) -> String {

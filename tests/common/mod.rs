@@ -115,6 +115,20 @@ pub fn pid_alive(pid: i32) -> bool {
 }
 
 /// Copies the repository's image project (config, phases, overlay, ...) into `dest`.
+/// The binary on `project` with `args`, booting under TCG (as CI must), no colours.
+pub fn run_tcg(project: &Path, args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .arg("-C")
+        .arg(project)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("LOISTO_VM_ACCEL", "tcg")
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .unwrap();
+    Run(out)
+}
+
 pub fn copy_repo_project(dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
