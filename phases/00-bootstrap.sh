@@ -8,6 +8,12 @@
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
+# The kernel, the UKI stub, OVMF and the partition types used here are x86_64's.
+if [ "${ARCH:-x86_64}" != x86_64 ]; then
+    echo "ARCH=$ARCH: loisto-image builds x86_64 images only; set ARCH=x86_64 in image.conf" >&2
+    exit 1
+fi
+
 # Start from nothing: a half-finished tree from an earlier build must not leak in.
 rm -rf --one-file-system "${ROOTFS:?}"
 mkdir -p "$ROOTFS"

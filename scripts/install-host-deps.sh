@@ -16,7 +16,7 @@ DEBIAN_PKGS=(
   qemu-system-x86 qemu-utils ovmf
   rauc openssl sbsigntool efitools softhsm2 libengine-pkcs11-openssl opensc
   pacman-package-manager makepkg arch-install-scripts fakeroot libarchive-tools
-  shellcheck util-linux git curl python3-virt-firmware acl time
+  shellcheck util-linux git curl python3-virt-firmware acl time busybox-static
 )
 # These come from bookworm-backports on Debian 12 (python3-virt-firmware: `vm --secure-boot`
 # enrolls keys with virt-fw-vars, and the update test reads the VM's UEFI variables with it).
@@ -25,7 +25,7 @@ DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 qemu-utils mmdebstrap
 ARCH_PKGS=(
   arch-install-scripts pacman squashfs-tools erofs-utils cryptsetup zstd systemd systemd-ukify
   python-pefile mtools dosfstools libfaketime qemu-system-x86 edk2-ovmf rauc openssl sbsigntools efitools virt-firmware softhsm libp11 opensc
-  mmdebstrap shellcheck util-linux git python libarchive binutils acl time
+  mmdebstrap shellcheck util-linux git python libarchive binutils acl time busybox
 )
 
 enable_bookworm_backports() {

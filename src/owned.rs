@@ -45,6 +45,53 @@ pub fn check(key: &str, dir: &Path, default_place: bool) -> Result<()> {
     .into())
 }
 
+/// OUTPUT is replaced as a whole by a rename, which a mount point refuses ("Device or resource
+/// busy") only after every phase ran: say so before anything runs.
+pub fn refuse_mount_point(key: &str, dir: &Path) -> Result<()> {
+    let Ok(real) = dir.canonicalize() else {
+        return Ok(());
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if mount_points(&mounts).any(|m| m == real) {
+        return Err(UsageError::new(format!(
+            "{key}={} is a mount point: a build replaces that directory as a whole when it succeeds,              which a mount point cannot be. Set {key} to a directory inside the mount (e.g. {}/output)",
+            dir.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The mount points in /proc/self/mountinfo (field 5, with its octal escapes undone).
+fn mount_points(mountinfo: &str) -> impl Iterator<Item = std::path::PathBuf> + '_ {
+    use std::os::unix::ffi::OsStringExt;
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|field| {
+            let b = field.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                let octal = b
+                    .get(i + 1..i + 4)
+                    .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match (b[i], octal) {
+                    (b'\\', Some(d)) => {
+                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                        i += 4;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            std::ffi::OsString::from_vec(out).into()
+        })
+}
+
 fn beside(dir: &Path) -> std::path::PathBuf {
     let mut s = dir.as_os_str().to_owned();
     s.push(MARKER);
@@ -73,6 +120,14 @@ pub fn claim(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_read_with_escapes_undone() {
+        let info = "22 1 0:21 / / rw - ext4 /dev/vda rw\n\
+                    40 22 0:40 / /srv/my\\040out rw - tmpfs none rw\n";
+        let found: Vec<_> = mount_points(info).collect();
+        assert_eq!(found, [Path::new("/"), Path::new("/srv/my out")]);
+    }
 
     #[test]
     fn only_new_empty_marked_or_default_directories_pass() {

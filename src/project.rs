@@ -21,6 +21,19 @@ pub const RESERVED: &[&str] = &[
     "SCRIPT_DIR",
 ];
 
+/// Config keys the runner itself reads (the phases' are found in their text).
+const RUNNER_KEYS: &[&str] = &[
+    "IMAGE_ID",
+    "IMAGE_VERSION",
+    "OUTPUT",
+    "BUILD_DIR",
+    "ROOTFS",
+    "CACHE_DIR",
+    "COMPATIBLE",
+    "SOURCE_DATE_EPOCH",
+    "CACHE_MAX_SIZE",
+];
+
 #[derive(Debug)]
 pub struct Project {
     pub dir: PathBuf,
@@ -134,6 +147,45 @@ impl Project {
             Lock::acquire(&self.build_dir.join(".lock"), &self.build_dir)?,
             Lock::acquire(&self.cache_dir.join(".lock"), &self.cache_dir)?,
         ])
+    }
+
+    /// One warning for each config key that neither the runner nor any script under
+    /// phases/ or sysext/ reads, naming where it is set and the key it may have meant.
+    pub fn unread_key_warnings(&self) -> Result<Vec<String>> {
+        let mut readers = Vec::new();
+        for dir in [self.phases_dir(), self.dir.join("sysext")] {
+            if !dir.is_dir() {
+                continue;
+            }
+            for entry in walkdir::WalkDir::new(&dir).follow_links(true) {
+                let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+                if entry.file_type().is_file() {
+                    let bytes = std::fs::read(entry.path())
+                        .with_context(|| format!("reading {}", entry.path().display()))?;
+                    readers.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        let src = std::fs::read_to_string(&self.config.path)
+            .with_context(|| format!("reading {}", self.config.path.display()))?;
+        let unread = crate::conf::unread(&self.config.vars, &src, &readers, RUNNER_KEYS);
+        Ok(unread
+            .into_iter()
+            .map(|u| {
+                let at = match u.line {
+                    Some(l) => format!("{}:{l}", self.config.path.display()),
+                    None => "--set".to_string(),
+                };
+                let hint = u
+                    .closest
+                    .map(|c| format!(" (did you mean {c}?)"))
+                    .unwrap_or_default();
+                format!(
+                    "{at}: {} is set, but no phase and nothing in loisto-image reads it{hint}",
+                    u.key
+                )
+            })
+            .collect())
     }
 
     pub fn env_file(&self) -> PathBuf {

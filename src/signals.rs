@@ -26,7 +26,12 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 /// Also SIGPIPE: a reader that went away (`| head`, `| grep -m1`) stops us like Ctrl-C does.
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+    catch(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE]);
+}
+
+/// Remembers these signals (and forwards them to the recorded child) instead of dying of them.
+pub fn catch(signals: &[libc::c_int]) {
+    for &sig in signals {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as usize;

@@ -190,3 +190,106 @@ fn a_partial_build_does_not_carry_an_old_bundle_into_its_record() {
     assert!(!p.output().join("t_1.raucb").exists());
     p.run(&["verify"]).ok();
 }
+
+/// A root file system of one static busybox: enough for `chroot` to run shell commands.
+fn busybox_rootfs(dir: &Path) {
+    for d in ["usr/bin", "proc", "sys", "dev", "run", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("usr/bin/busybox")).unwrap();
+    for tool in ["sh", "sleep", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", dir.join("usr/bin").join(tool)).unwrap();
+    }
+    std::os::unix::fs::symlink("usr/bin", dir.join("bin")).unwrap();
+}
+
+#[test]
+fn chroot_no_network_has_its_own_network_namespace() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    busybox_rootfs(&root);
+    let p = TestProject::new();
+    let r = root.to_str().unwrap();
+    // /proc/net/dev lists the interfaces of the namespace the command runs in.
+    let own = p.run(&[
+        "chroot",
+        "--rootfs",
+        r,
+        "--no-network",
+        "--",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    own.ok();
+    let names: Vec<String> = own
+        .stdout()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(|n| n.trim().to_string()))
+        .collect();
+    assert_eq!(names, ["lo"], "{}", own.stdout());
+    let shared = p.run(&["chroot", "--rootfs", r, "--", "cat", "/proc/net/dev"]);
+    shared.ok();
+    assert!(
+        shared.stdout().lines().count() > own.stdout().lines().count(),
+        "without --no-network the host's interfaces are there: {}",
+        shared.stdout()
+    );
+}
+
+/// Host processes whose root directory is `root`: what runs inside a chroot there.
+fn processes_in(root: &Path) -> Vec<String> {
+    let root = root.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| std::fs::read_link(e.path().join("root")).is_ok_and(|r| r == root))
+        .map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).replace('\0', " ")
+        })
+        .collect()
+}
+
+#[test]
+fn chroot_stopped_with_sigterm_takes_its_command_along() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    busybox_rootfs(&root);
+    let p = TestProject::new();
+    let mut child = p
+        .cmd(&[
+            "chroot",
+            "--rootfs",
+            root.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "sleep 300 & touch /tmp/started; wait",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !root.join("tmp/started").exists() {
+        assert!(std::time::Instant::now() < until, "the command never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let inside = processes_in(&root);
+    assert!(inside.iter().any(|c| c.starts_with("sleep 300")), "{inside:?}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !processes_in(&root).is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(processes_in(&root), Vec::<String>::new(), "outlived chroot");
+}

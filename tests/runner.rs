@@ -787,3 +787,52 @@ fn a_phase_log_that_cannot_be_written_stops_the_phase_and_names_it() {
     assert!(!pid_alive(pid), "the phase still runs");
     assert!(!p.output().exists());
 }
+
+#[test]
+fn a_config_key_nothing_reads_is_named_with_the_key_it_may_mean() {
+    let p = TestProject::new();
+    p.file(
+        "image.conf",
+        "IMAGE_ID=test\nIMAGE_VERSION=1.0\nSOURCE_DATE_EPOCH=1700000000\nROOT_SIZE=1\nROOT_SZIE=2\n",
+    );
+    p.phase("10-size", "echo \"$ROOT_SIZE\" > \"$OUTPUT/size\"");
+    let r = p.run(&["build"]);
+    r.ok();
+    assert_eq!(
+        r.stderr()
+            .lines()
+            .filter(|l| l.starts_with("warning:"))
+            .collect::<Vec<_>>(),
+        [format!(
+            "warning: {}:5: ROOT_SZIE is set, but no phase and nothing in loisto-image reads it (did you mean ROOT_SIZE?)",
+            p.path().join("image.conf").display()
+        )]
+    );
+    let r = p.run(&["--set", "IMAGE_VERISON=2", "plan"]);
+    r.ok();
+    assert!(
+        r.stderr().contains("warning: --set: IMAGE_VERISON is set, but no phase and nothing in loisto-image reads it (did you mean IMAGE_VERSION?)"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn an_output_that_is_a_mount_point_is_refused_before_any_phase() {
+    let p = TestProject::new();
+    p.phase("10-mark", "touch \"$BUILD_DIR/ran\"; echo x > \"$OUTPUT/x\"");
+    std::fs::create_dir(p.output()).unwrap();
+    // A private mount namespace: the tmpfs on output/ is gone with the command.
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs none \"$1/output\" && exec \"$0\" -C \"$1\" build")
+        .arg(common::BIN)
+        .arg(p.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("output is a mount point"), "{err}");
+    assert!(!p.path().join("build/ran").exists(), "a phase ran");
+}

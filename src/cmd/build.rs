@@ -16,6 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
     let project = Project::open(g)?;
+    if style != Style::Quiet {
+        for w in project.unread_key_warnings()? {
+            eprintln!("warning: {w}");
+        }
+    }
     let selection = args.select.to_selection();
     let phases = selection.apply(&phase::discover(&project.phases_dir())?)?;
     if args.dry_run {
@@ -33,6 +38,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
             .map(|p| (format!("phase {}", p.id), &p.header))
             .chain(caching.then_some(("the phase cache".to_string(), &cache_tools))),
     )?;
+    crate::owned::refuse_mount_point("OUTPUT", &project.output)?;
     let _locks = project.lock_for_writing()?;
     std::fs::create_dir_all(&project.rootfs)
         .with_context(|| format!("creating {}", project.rootfs.display()))?;

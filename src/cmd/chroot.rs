@@ -1,10 +1,12 @@
-//! `loisto-image chroot`: a shell or command inside the build's rootfs, in a private mount
-//! namespace, so every mount it needs disappears with it, however it ends.
+//! `loisto-image chroot`: a shell or command inside the build's rootfs, in private mount and
+//! PID namespaces (and a network namespace of its own with `--no-network`), so every mount
+//! and every process it starts disappears with it, however it ends.
 
 use crate::cli::{ChrootArgs, Global};
 use crate::error::UsageError;
 use crate::proc;
 use crate::project::Project;
+use crate::signals;
 use anyhow::{Context, Result};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -56,19 +58,78 @@ pub fn run(g: &Global, args: &ChrootArgs) -> Result<i32> {
         ("LANG", "C.UTF-8"),
         ("PS1", &format!("({image_id} chroot) \\w\\$ ")),
     ]);
-    // Runs in the child between fork and exec: only the prepared C strings and syscalls.
+    // The command becomes PID 2 of a new PID namespace whose init (PID 1) only reaps and
+    // passes on its exit status: when init goes, the kernel kills everything left inside,
+    // background jobs and daemons included, and init dies with us (PDEATHSIG), SIGKILL too.
+    // SAFETY: unshare(2) only changes which namespace our next child is born in.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("creating a PID namespace for the chroot (needs root)");
+    }
+    // SAFETY: runs in the child between fork and exec: only the prepared C strings and syscalls.
     unsafe {
-        cmd.pre_exec(move || plan.enter());
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            plan.enter()?;
+            become_init_of_the_namespace()
+        });
     }
     let mut child = proc::spawn(&mut cmd).with_context(|| format!("entering {}", rootfs.display()))?;
-    // The child owns the terminal's attention; Ctrl-C belongs to it, not to us.
+    // The child owns the terminal's attention; Ctrl-C belongs to it, not to us. SIGTERM and
+    // SIGHUP (a CI job's timeout, a closed terminal) end the whole namespace.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
-    let status = child.wait().context("waiting for the chroot command")?;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    signals::catch(&[libc::SIGTERM, libc::SIGHUP]);
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the chroot command")? {
+            return Ok(status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+        }
+        if signals::interrupted() {
+            // An init of a child namespace takes no other signal from us.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(130);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Forks once more: the child returns and goes on to exec the command; this process stays
+/// behind as PID 1 of the namespace, reaps orphans and exits with the command's status.
+/// Only async-signal-safe calls: we are between fork and exec.
+fn become_init_of_the_namespace() -> std::io::Result<()> {
+    // SAFETY: raw fork(2), so that no atfork handler of the multi-threaded parent runs.
+    let command = unsafe { libc::syscall(libc::SYS_fork) } as libc::pid_t;
+    if command < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if command == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscalls on our own descriptors and children.
+    unsafe {
+        // std's exec-error pipe is among these: the parent must see it close when the command
+        // execs, not when init exits.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        loop {
+            let mut status = 0;
+            let pid = libc::waitpid(-1, &mut status, 0);
+            if pid == command {
+                if libc::WIFEXITED(status) {
+                    libc::_exit(libc::WEXITSTATUS(status));
+                }
+                libc::_exit(128 + libc::WTERMSIG(status));
+            }
+            if pid < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+    }
 }
 
 /// Paths and flags prepared before fork; `enter` only makes syscalls.
@@ -83,6 +144,8 @@ struct MountPlan {
     resolv_target: Option<CString>,
     /// A file to create in the fresh /run first (resolv.conf links into /run on systemd systems).
     resolv_in_run: Option<CString>,
+    /// A network namespace of its own, with only the loopback interface (up).
+    own_network: bool,
 }
 
 fn c(p: &Path) -> Result<CString> {
@@ -131,6 +194,7 @@ impl MountPlan {
             host_resolv: c(Path::new("/etc/resolv.conf"))?,
             resolv_target,
             resolv_in_run,
+            own_network: !network,
         })
     }
 
@@ -146,6 +210,10 @@ impl MountPlan {
         let null = std::ptr::null();
         unsafe {
             ok(libc::unshare(libc::CLONE_NEWNS))?;
+            if self.own_network {
+                ok(libc::unshare(libc::CLONE_NEWNET))?;
+                loopback_up()?;
+            }
             // Nothing done here may propagate back to the host's mount table.
             ok(libc::mount(
                 null,
@@ -222,4 +290,29 @@ impl MountPlan {
         }
         Ok(())
     }
+}
+
+/// `ip link set lo up` in the new network namespace: localhost works, nothing else does.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a socket of our own and a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if rc == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,9 @@ impl SelectArgs {
 
 pub fn run(g: &Global, args: &PlanArgs) -> Result<()> {
     let project = Project::open(g)?;
+    for w in project.unread_key_warnings()? {
+        eprintln!("warning: {w}");
+    }
     let selection = args.select.to_selection();
     let phases = selection.apply(&phase::discover(&project.phases_dir())?)?;
     if args.explain {

@@ -1,10 +1,12 @@
 //! image.conf, parsed once into a [`Config`] that every subcommand shares.
 
 mod parse;
+mod unread;
 mod vars;
 mod words;
 
 pub use parse::{ParseError, is_name, parse};
+pub use unread::{Unread, unread};
 pub use vars::{Value, Vars};
 
 use crate::error::UsageError;
