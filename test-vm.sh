@@ -3,6 +3,10 @@
 # Any arguments are passed on, e.g. ./test-vm.sh --headless --memory 2G
 set -euo pipefail
 cd "$(dirname "$0")"
-bin=target/release/loisto-image
-[ -x "$bin" ] || cargo build --release -q
+# loisto-image's own repository builds the tool from its checkout; a project uses the installed one.
+bin=loisto-image
+if [ -f Cargo.toml ]; then
+    bin=target/release/loisto-image
+    [ -x "$bin" ] || cargo build --release -q
+fi
 exec "$bin" vm "$@"

@@ -3,6 +3,9 @@
 # Debian, pacstrap for Arch), or with BOOTSTRAP=rootfs imports an existing tree
 # (ROOTFS_TAR or ROOTFS_DIR) with ownership, modes, xattrs and device nodes kept.
 # Tools: mmdebstrap|pacstrap|bsdtar
+# Tools if DISTRO=debian: mmdebstrap
+# Tools if DISTRO=arch: pacstrap
+# Tools if BOOTSTRAP=rootfs: bsdtar
 # Cache: snapshot
 # Inputs: BOOTSTRAP ROOTFS_TAR $ROOTFS_TAR ROOTFS_DIR DISTRO DEBIAN_SUITE DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
 set -euo pipefail

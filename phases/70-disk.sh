@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assembles the flashable GPT disk offline with systemd-repart from repart.d/build/.
 # (The runner writes SHA256SUMS and manifest.json for every artifact after the last phase.)
-# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk faketime
+# Tools: systemd-repart mkfs.vfat mmd mcopy mkfs.ext4 sfdisk faketime fallocate
 # Inputs: IMAGE_ID IMAGE_VERSION BOOT_SIZE ROOT_SIZE ROOT_VERITY_SIZE VAR_SIZE DATA_SIZE repart.d/build/
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
@@ -58,5 +58,8 @@ faketime -f "$frozen_clock" \
 # to the new end, as it would be on a larger disk.
 truncate -s "+$DATA_SIZE" "$disk.tmp"
 sfdisk --quiet --relocate gpt-bak-std "$disk.tmp"
+# repart copies the boot and /var images block for block, zeros included; a hole reads as
+# zeros too, so the bytes stay the same and the disk takes only the space its data needs.
+fallocate --dig-holes "$disk.tmp"
 mv "$disk.tmp" "$disk"
 sfdisk --dump "$disk"

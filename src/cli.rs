@@ -25,15 +25,10 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct Global {
-    /// The image project directory.
-    #[arg(
-        short = 'C',
-        long = "project",
-        global = true,
-        value_name = "DIR",
-        default_value = "."
-    )]
-    pub project: PathBuf,
+    /// The image project directory [default: the nearest directory with an image.conf, from
+    /// the current one upwards].
+    #[arg(short = 'C', long = "project", global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
     /// The config file [default: DIR/image.conf].
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -50,6 +45,16 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a new image project (config, phases, overlay, partitions, RAUC, CI workflow).
+    #[command(
+        long_about = "Write a new image project: image.conf, phases/, overlay/, repart.d/, rauc/, sysext/, \
+        test-vm.sh, enter-chroot.sh, scripts/install-host-deps.sh, a README, a .gitignore and a GitHub \
+        Actions workflow (.github/workflows/image.yml). The files are the ones this version of loisto-image \
+        builds its own default image from. Existing files are never overwritten without --force.",
+        after_help = "Examples:\n  loisto-image init my-console\n  loisto-image init --distro arch\n  \
+        cd my-console && sudo loisto-image build && sudo loisto-image vm"
+    )]
+    Init(InitArgs),
     /// Run the phases and promote the result to the output directory.
     #[command(
         after_help = "Examples:\n  loisto-image build\n  loisto-image build --from 50-verity\n  \
@@ -131,6 +136,16 @@ pub enum Command {
         EFI/BOOT/BOOTX64.EFI=out/slot-a.efi EFI/loisto/slot-b.efi=out/slot-b.efi"
     )]
     Esp(EspArgs),
+    /// Write a disk image in the forms people flash: zstd-compressed and a block map (bmaptool).
+    #[command(
+        long_about = "Write a disk image in the forms people flash: DISK.zst (zstd, with the image size in \
+        its frame header) and a block map (the .bmap format of bmaptool) listing the blocks that hold data, \
+        each range with its SHA-256, so `bmaptool copy DISK.zst /dev/sdX` writes only those blocks and checks \
+        them. 80-flash and `sign` make them this way.",
+        after_help = "Examples:\n  loisto-image flash-files output/loisto_0.1.0.img\n  \
+        bmaptool copy output/loisto_0.1.0.img.zst /dev/sdX"
+    )]
+    FlashFiles(FlashFilesArgs),
     /// Remove build results (output, staging, build dir); --cache also the snapshots.
     #[command(after_help = "Examples:\n  loisto-image clean\n  loisto-image clean --cache")]
     Clean(CleanArgs),
@@ -188,6 +203,10 @@ pub struct PlanArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print one line that changes when what the cached phases depend on changes (their
+    /// scripts, declared inputs and tool versions): a key for CI caches of CACHE_DIR.
+    #[arg(long, conflicts_with_all = ["explain", "json"])]
+    pub cache_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -373,6 +392,39 @@ pub struct EspArgs {
     /// Timestamp of every file and directory.
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECS")]
     pub mtime: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the project [default: -C DIR, or the current directory].
+    pub dir: Option<PathBuf>,
+    /// Overwrite files that exist already.
+    #[arg(long)]
+    pub force: bool,
+    /// The distribution to bootstrap [default: the build host's, decided at build time].
+    #[arg(long, value_enum)]
+    pub distro: Option<Distro>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Distro {
+    Debian,
+    Arch,
+}
+
+#[derive(Debug, Args)]
+pub struct FlashFilesArgs {
+    /// The disk image.
+    pub disk: PathBuf,
+    /// The compressed image [default: DISK.zst].
+    #[arg(long, value_name = "FILE")]
+    pub zst: Option<PathBuf>,
+    /// The block map [default: DISK without .img, plus .bmap].
+    #[arg(long, value_name = "FILE")]
+    pub bmap: Option<PathBuf>,
+    /// zstd level.
+    #[arg(long, default_value_t = crate::flash::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod conf;
 pub mod error;
 pub mod esp;
+pub mod flash;
 pub mod lines;
 pub mod lock;
 pub mod manifest;
@@ -14,6 +15,7 @@ pub mod phase;
 pub mod phase_env;
 pub mod proc;
 pub mod project;
+pub mod project_files;
 pub mod rebuild;
 pub mod reproducible;
 pub mod resync;
@@ -35,7 +37,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
     if let Command::Chroot(a) = &cli.command {
         return cmd::chroot::run(g, a);
     }
+
     match &cli.command {
+        Command::Init(a) => cmd::init::run(g, a),
         Command::Build(a) => cmd::build::run(g, a, style),
         Command::Plan(a) => cmd::plan::run(g, a),
         Command::Config(a) => cmd::config::run(g, a),
@@ -47,6 +51,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Sysext(a) => cmd::sysext::run(g, a, style),
         Command::Clean(a) => cmd::clean::run(g, a),
         Command::Esp(a) => cmd::esp::run(a),
+        Command::FlashFiles(a) => cmd::flash_files::run(a),
         Command::Squashfs(a) => cmd::squashfs::run(a),
         Command::Vm(a) => cmd::vm::run(g, a),
         Command::Completions(a) => cmd::completions::run(a),

@@ -1,9 +1,13 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use loisto_image::{cli::Cli, error};
+
+/// The version and the commit it was built from (build.rs), e.g. `0.1.0 (commit 9f0b9af2c3d1)`.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LOISTO_COMMIT"), ")");
 
 fn main() {
     quiet_on_broken_pipe();
-    let cli = Cli::parse();
+    let matches = Cli::command().version(VERSION).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match loisto_image::run(&cli) {
         Ok(code) => std::process::exit(code),
         Err(err) => report(err),

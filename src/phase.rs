@@ -22,10 +22,14 @@ pub struct Phase {
 /// ```
 ///
 /// `a|b` means either tool will do. Inputs in capitals are config keys, anything else is a
-/// path in the project.
+/// path in the project. `# Tools if KEY=VALUE: ...` lines name the tools for one setting
+/// (the bootstrap tool of each `DISTRO`); where one or more of them match the config, they
+/// replace the plain `Tools:` line (see [`Header::configured`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {
     pub tools: Vec<Vec<String>>,
+    /// `(KEY, VALUE, tools)` of each `# Tools if KEY=VALUE:` line.
+    pub tools_if: Vec<(String, String, Vec<Vec<String>>)>,
     pub inputs: Vec<String>,
     /// `# Cache: snapshot`: the rootfs after this phase is kept and reused while the phase's
     /// fingerprint (script, inputs, tools, earlier phases) stays the same.
@@ -47,11 +51,19 @@ impl Header {
                 break;
             };
             let comment = comment.trim();
+            let groups = |rest: &str| -> Vec<Vec<String>> {
+                rest.split_whitespace()
+                    .map(|w| w.split('|').map(str::to_string).collect())
+                    .collect()
+            };
             if let Some(rest) = strip_key(comment, "tools:") {
-                h.tools.extend(
-                    rest.split_whitespace()
-                        .map(|w| w.split('|').map(str::to_string).collect()),
-                );
+                h.tools.extend(groups(rest));
+            } else if let Some(rest) = strip_key(comment, "tools if ")
+                && let Some((cond, tools)) = rest.split_once(':')
+                && let Some((key, value)) = cond.trim().split_once('=')
+            {
+                h.tools_if
+                    .push((key.to_string(), value.to_string(), groups(tools)));
             } else if let Some(rest) = strip_key(comment, "inputs:") {
                 h.declares_inputs = true;
                 h.inputs.extend(
@@ -62,6 +74,24 @@ impl Header {
             } else if let Some(rest) = strip_key(comment, "cache:") {
                 h.snapshot = rest.split_whitespace().any(|w| w == "snapshot");
             }
+        }
+        h
+    }
+}
+
+impl Header {
+    /// The header as it applies to one config: the tools of every `Tools if` line whose
+    /// key has that value, or the plain `Tools:` line when none does.
+    pub fn configured(&self, value_of: impl Fn(&str) -> Option<String>) -> Header {
+        let matching: Vec<Vec<String>> = self
+            .tools_if
+            .iter()
+            .filter(|(k, v, _)| value_of(k).as_deref() == Some(v.as_str()))
+            .flat_map(|(_, _, t)| t.iter().cloned())
+            .collect();
+        let mut h = self.clone();
+        if !matching.is_empty() {
+            h.tools = matching;
         }
         h
     }
@@ -248,6 +278,25 @@ fn matches(phase: &Phase, p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tools_if_lines_replace_the_plain_tools_where_the_config_matches() {
+        let h = Header::parse(
+            "#!/bin/bash\n# Tools: a|b c\n# Tools if DISTRO=arch: b\n# Tools if MODE=x: d e|f\n",
+        );
+        let with = |pairs: &'static [(&str, &str)]| {
+            h.configured(move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+                .tools
+        };
+        let names = |t: Vec<Vec<String>>| t.into_iter().map(|g| g.join("|")).collect::<Vec<_>>();
+        assert_eq!(names(with(&[])), ["a|b", "c"]);
+        assert_eq!(names(with(&[("DISTRO", "debian")])), ["a|b", "c"]);
+        assert_eq!(names(with(&[("DISTRO", "arch")])), ["b"]);
+        assert_eq!(
+            names(with(&[("DISTRO", "arch"), ("MODE", "x")])),
+            ["b", "d", "e|f"]
+        );
+    }
 
     fn project(files: &[&str]) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

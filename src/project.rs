@@ -50,8 +50,7 @@ pub struct Project {
 
 impl Project {
     pub fn open(g: &Global) -> Result<Project> {
-        let dir = std::path::absolute(&g.project)
-            .with_context(|| format!("resolving project directory {}", g.project.display()))?;
+        let dir = project_dir(g)?;
         if !dir.is_dir() {
             return Err(
                 UsageError::new(format!("project directory {} does not exist", dir.display())).into(),
@@ -116,6 +115,15 @@ impl Project {
 
     pub fn phases_dir(&self) -> PathBuf {
         self.dir.join("phases")
+    }
+
+    /// The project's phases, each header as it applies to this config (`Tools if` lines).
+    pub fn phases(&self) -> Result<Vec<crate::phase::Phase>> {
+        let mut phases = crate::phase::discover(&self.phases_dir())?;
+        for p in &mut phases {
+            p.header = p.header.configured(|k| self.config.scalar(k).map(str::to_string));
+        }
+        Ok(phases)
     }
 
     /// Phases write here; it becomes `output` only when the build succeeds.
@@ -191,6 +199,25 @@ impl Project {
     pub fn env_file(&self) -> PathBuf {
         self.build_dir.join("loisto-env.sh")
     }
+}
+
+/// `-C DIR`, else (like git looks for `.git`) the nearest directory from the current one
+/// upwards that has an image.conf, else the current directory (whose missing image.conf is
+/// then the error). With `--config FILE` and no `-C`, the current directory.
+pub fn project_dir(g: &Global) -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    if let Some(p) = &g.project {
+        return std::path::absolute(p)
+            .with_context(|| format!("resolving project directory {}", p.display()));
+    }
+    if g.config.is_none() {
+        for dir in cwd.ancestors() {
+            if dir.join("image.conf").is_file() {
+                return Ok(dir.to_path_buf());
+            }
+        }
+    }
+    Ok(cwd)
 }
 
 fn sibling(p: &Path, suffix: &str) -> PathBuf {

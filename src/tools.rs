@@ -117,6 +117,12 @@ pub const KNOWN: &[Known] = &[
         version_args: &["--version"],
     },
     Known {
+        name: "fallocate",
+        debian: "util-linux",
+        arch: "util-linux",
+        version_args: &["--version"],
+    },
+    Known {
         name: "sha256sum",
         debian: "coreutils",
         arch: "coreutils",

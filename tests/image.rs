@@ -48,7 +48,12 @@ fn built() -> &'static Built {
             work,
             output,
         };
-        let r = Run(b.cmd(&["build"]).output().unwrap());
+        // FLASH_FILES: the release forms of the disk too (flash test below).
+        let r = Run(b
+            .cmd(&["build"])
+            .env("LOISTO_FLASH_FILES", "yes")
+            .output()
+            .unwrap());
         if r.code() != 0 {
             return Err(format!(
                 "the image build failed (exit {}):\n{}",
@@ -265,6 +270,112 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
         listing.contains("::/efi/boot/bootx64.efi") && listing.contains("::/efi/loisto/slot-b.efi"),
         "{listing}"
     );
+}
+
+#[test]
+#[ignore = "builds a real image (minutes)"]
+fn the_flash_files_give_the_disk_back_through_bmaptool_and_the_disk_holds_only_data() {
+    let _one = exclusive();
+    let b = built();
+    let o = &b.output;
+    let img = o.join("loisto_0.1.0.img");
+    let copy = b.work.join("flashed.img");
+    let _ = std::fs::remove_file(&copy);
+    // bmaptool (bmap-tools) finds loisto_0.1.0.bmap beside the .img.zst, checks the bmap's own
+    // checksum and every range's, and writes only the mapped blocks.
+    let out = Command::new("bmaptool")
+        .arg("copy")
+        .arg(o.join("loisto_0.1.0.img.zst"))
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("discovered bmap file"), "{err}");
+    let cmp = Command::new("cmp").arg(&img).arg(&copy).output().unwrap();
+    assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));
+    std::fs::remove_file(&copy).unwrap();
+    let sums = std::fs::read_to_string(o.join("SHA256SUMS")).unwrap();
+    for f in ["loisto_0.1.0.img.zst", "loisto_0.1.0.bmap"] {
+        assert!(sums.contains(&format!(" *{f}\n")), "SHA256SUMS lacks {f}");
+    }
+    // The frame header records the size (`zstd -l` reads it without decompressing).
+    let list = Command::new("zstd")
+        .arg("-lv")
+        .arg(o.join("loisto_0.1.0.img.zst"))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let size = std::fs::metadata(&img).unwrap().len();
+    assert!(list.contains(&format!("({size} B)")), "{list}");
+    // Holes where the disk holds zeros: the boot partition's free space, /var's, slot B.
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(&img).unwrap().blocks() * 512;
+    let (squashfs, boot) = (
+        std::fs::metadata(o.join("loisto_0.1.0.root.squashfs"))
+            .unwrap()
+            .len(),
+        std::fs::metadata(o.join("loisto_0.1.0.slot-a.efi"))
+            .unwrap()
+            .len()
+            * 2,
+    );
+    assert!(
+        allocated < squashfs + boot + (16 << 20),
+        "{} MiB allocated for a {} MiB OS image and {} MiB of UKIs",
+        allocated >> 20,
+        squashfs >> 20,
+        boot >> 20
+    );
+}
+
+#[test]
+#[ignore = "builds and boots a real image (minutes)"]
+fn first_boot_on_an_8_gib_disk_ends_with_every_partition_in_place() {
+    let _one = exclusive();
+    let state = built().work.join("state-8g");
+    let _ = std::fs::remove_dir_all(&state);
+    let (r, _) = boot(
+        &[
+            "--state",
+            state.to_str().unwrap(),
+            "--disk-size",
+            "8G",
+            "--expect",
+            HEALTH,
+            "--timeout",
+            "300",
+        ],
+        &[("LOISTO_VM_ACCEL", "tcg")],
+    );
+    r.ok();
+    let disk = state.join("disk.img");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 8 << 30);
+    let table = sfdisk_json(&disk);
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap_or("")).collect();
+    assert_eq!(
+        names,
+        [
+            "boot-a",
+            "boot-b",
+            "root-a",
+            "root-a-verity",
+            "root-b",
+            "root-b-verity",
+            "var",
+            "data"
+        ]
+    );
+    // /data takes the rest of the disk (the backup GPT's 33 sectors at the end).
+    let data = parts.last().unwrap();
+    let end = data["start"].as_u64().unwrap() + data["size"].as_u64().unwrap();
+    let sectors = (8u64 << 30) / 512;
+    assert!(
+        sectors - end < 2048 + 34,
+        "data ends at sector {end} of {sectors}"
+    );
+    let _ = std::fs::remove_dir_all(&state);
 }
 
 fn sfdisk_json(img: &Path) -> serde_json::Value {

@@ -22,7 +22,7 @@ pub fn run(g: &Global, args: &BuildArgs, style: Style) -> Result<()> {
         }
     }
     let selection = args.select.to_selection();
-    let phases = selection.apply(&phase::discover(&project.phases_dir())?)?;
+    let phases = selection.apply(&project.phases()?)?;
     if args.dry_run {
         return plan::print(&project, &phases, false);
     }

@@ -8,7 +8,7 @@ use anyhow::Result;
 pub fn run(g: &Global, args: &ConfigArgs) -> Result<()> {
     let path = match &g.config {
         Some(c) => c.clone(),
-        None => g.project.join("image.conf"),
+        None => crate::project::project_dir(g)?.join("image.conf"),
     };
     let config = Config::load(&path, &g.set)?;
     if args.json {

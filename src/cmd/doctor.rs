@@ -1,7 +1,6 @@
 //! `loisto-image doctor`: every tool each phase (and the cache and `vm`) needs, found or missing.
 
 use crate::cli::Global;
-use crate::phase;
 use crate::project::Project;
 use crate::tools;
 use crate::vm::firmware;
@@ -10,7 +9,7 @@ use anyhow::{Result, bail};
 pub fn run(g: &Global) -> Result<()> {
     let mut rows: Vec<(String, String, Option<String>)> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
-    match Project::open(g).and_then(|p| phase::discover(&p.phases_dir())) {
+    match Project::open(g).and_then(|p| p.phases()) {
         Ok(phases) => {
             for ph in &phases {
                 for group in &ph.header.tools {

@@ -8,6 +8,8 @@ pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod esp;
+pub mod flash_files;
+pub mod init;
 pub mod keys;
 pub mod man;
 pub mod plan;

@@ -2,7 +2,7 @@
 
 use crate::cache::{self, Cache};
 use crate::cli::{Global, PlanArgs, SelectArgs};
-use crate::phase::{self, Phase, Selection};
+use crate::phase::{Phase, Selection};
 use crate::phase_env;
 use crate::project::Project;
 use crate::rebuild;
@@ -25,11 +25,35 @@ pub fn run(g: &Global, args: &PlanArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let selection = args.select.to_selection();
-    let phases = selection.apply(&phase::discover(&project.phases_dir())?)?;
+    let phases = selection.apply(&project.phases()?)?;
     if args.explain {
         return explain(&project, &phases, selection.is_all(), args.json);
     }
+    if args.cache_key {
+        println!("{}", cache_key(&project, &phases)?);
+        return Ok(());
+    }
     print(&project, &phases, args.json)
+}
+
+/// `loisto-image-ID-HASH`: HASH is the fingerprint of the last phase whose result the cache
+/// keeps (it takes in every phase before it), so the key moves exactly when a restore would
+/// miss; `loisto-image-ID-` is the prefix to fall back on.
+fn cache_key(project: &Project, phases: &[Phase]) -> Result<String> {
+    let fps = cache::fingerprints(project, phases)?;
+    let last = phases
+        .iter()
+        .zip(&fps)
+        .filter(|(p, _)| p.header.snapshot)
+        .map(|(_, f)| f)
+        .next_back()
+        .or(fps.last());
+    let digest = last.map(|f| f.digest.as_str()).unwrap_or("none");
+    Ok(format!(
+        "loisto-image-{}-{}",
+        project.config.image_id,
+        &digest[..digest.len().min(20)]
+    ))
 }
 
 /// Restored or run, and why, for every phase of the next build.
@@ -83,8 +107,14 @@ pub fn print(project: &Project, phases: &[Phase], json: bool) -> Result<()> {
         return Ok(());
     }
     println!("phases ({} of them, in order):", phases.len());
+    let width = phases.iter().map(|p| p.id.len()).max().unwrap_or(0);
     for p in phases {
-        println!("  {}", p.id);
+        let tools: Vec<String> = p.header.tools.iter().map(|g| g.join("|")).collect();
+        if tools.is_empty() {
+            println!("  {}", p.id);
+        } else {
+            println!("  {:width$}  tools: {}", p.id, tools.join(" "));
+        }
     }
     println!("\nenvironment of every phase (plus PHASE=<its id>; OUTPUT is the staging directory");
     println!(

@@ -8,6 +8,7 @@ use crate::cli::{Global, SignArgs};
 use crate::cmd::bundle;
 use crate::error::UsageError;
 use crate::esp;
+use crate::flash;
 use crate::lock::Lock;
 use crate::manifest::{self, Manifest};
 use crate::project::Project;
@@ -194,6 +195,21 @@ pub fn run(g: &Global, args: &SignArgs) -> Result<()> {
         "disk image: boot partition(s) {} rewritten",
         written.join(", ")
     ));
+    // The flashable forms of the disk (80-flash), if the build made them: remade from it.
+    let (zst, bmap) = flash::names(&disk);
+    let listed = |p: &Path| m.artifacts.iter().any(|a| a.path == file_name(p));
+    let flash = if listed(&zst) || listed(&bmap) {
+        let (z, b) = (w.join(file_name(&zst)), w.join(file_name(&bmap)));
+        flash::write(&new_disk, &z, &b, flash::DEFAULT_LEVEL)?;
+        say(format!(
+            "{} and {} remade from the signed disk",
+            file_name(&z),
+            file_name(&b)
+        ));
+        vec![z, b]
+    } else {
+        Vec::new()
+    };
 
     // 4. The bundle, checked against the keyring the image itself carries.
     let bundle = if m.compatible.is_empty() {
@@ -224,6 +240,7 @@ pub fn run(g: &Global, args: &SignArgs) -> Result<()> {
     let mut made: Vec<(PathBuf, Option<&str>)> = new_ukis.iter().map(|u| (u.clone(), None)).collect();
     made.push((new_boot, None));
     made.push((new_disk, None));
+    made.extend(flash.into_iter().map(|f| (f, None)));
     if let Some(b) = bundle {
         made.push((b, Some("sign")));
     }
