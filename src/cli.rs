@@ -271,6 +271,11 @@ pub struct VmArgs {
     /// Where --secure-boot finds pk.crt, kek.crt and secureboot.crt [default: the project's keys/].
     #[arg(long, value_name = "DIR", requires = "secure_boot")]
     pub keys: Option<PathBuf>,
+    /// Start slot A's kernel directly (QEMU -kernel/-initrd/-append from the UKI), skipping the
+    /// UEFI firmware: seconds faster for the development loop, but not how a device boots
+    /// (no Secure Boot, no UEFI variables or boot entries, no A/B switching).
+    #[arg(long, conflicts_with_all = ["secure_boot", "state"])]
+    pub direct_kernel: bool,
     /// OVMF firmware code file [default: searched in Debian, Arch, Fedora and Homebrew paths].
     #[arg(long, value_name = "PATH")]
     pub firmware: Option<PathBuf>,

@@ -72,7 +72,22 @@ pub fn report_failure(id: &str, exit: &PhaseExit, lines: &[String], log_path: &P
     for l in lines {
         writeln!(err, "  | {l}")?;
     }
+    if let Some(h) = hint(exit.code) {
+        writeln!(err, "hint: {h}")?;
+    }
     Ok(())
+}
+
+/// What an exit code usually means, where the shell gives it a meaning of its own.
+pub fn hint(code: i32) -> Option<&'static str> {
+    match code {
+        127 => Some(
+            "exit code 127: a command was not found. Is it installed, and listed under `# Tools:` in \
+             the phase's header (so the build checks for it before anything runs)? `loisto-image doctor` lists them",
+        ),
+        126 => Some("exit code 126: a command was found but could not be run (not executable?)"),
+        _ => None,
+    }
 }
 
 struct Sink {

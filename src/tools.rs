@@ -117,6 +117,24 @@ pub const KNOWN: &[Known] = &[
         version_args: &["--version"],
     },
     Known {
+        name: "bsdtar",
+        debian: "libarchive-tools",
+        arch: "libarchive",
+        version_args: &["--version"],
+    },
+    Known {
+        name: "unshare",
+        debian: "util-linux",
+        arch: "util-linux",
+        version_args: &["--version"],
+    },
+    Known {
+        name: "objcopy",
+        debian: "binutils",
+        arch: "binutils",
+        version_args: &["--version"],
+    },
+    Known {
         name: "fallocate",
         debian: "util-linux",
         arch: "util-linux",
@@ -418,6 +436,32 @@ mod tests {
         assert!(known("ukify").is_some());
         assert!(known("/usr/lib/systemd/ukify").is_some());
         assert!(known("frobnicator").is_none());
+    }
+
+    /// doctor, the install line and the cache fingerprint know only the tools in KNOWN: a
+    /// tool a phase declares must be there.
+    #[test]
+    fn every_tool_a_phase_or_the_sysext_script_declares_is_known() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut scripts: Vec<PathBuf> = std::fs::read_dir(root.join("phases"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+            .collect();
+        scripts.push(root.join("sysext/build-sysext.sh"));
+        let mut unknown = Vec::new();
+        for script in &scripts {
+            let h = Header::parse(&std::fs::read_to_string(script).unwrap());
+            let groups = h.tools.iter().chain(h.tools_if.iter().flat_map(|(_, _, t)| t));
+            for tool in groups.flatten() {
+                let name = tool.trim_end_matches('?');
+                if known(name).is_none() {
+                    unknown.push(format!("{}: {name}", script.display()));
+                }
+            }
+        }
+        assert!(scripts.len() > 5, "{scripts:?}");
+        assert_eq!(unknown, Vec::<String>::new(), "add these to KNOWN");
     }
 
     #[test]

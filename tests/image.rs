@@ -115,11 +115,36 @@ fn default_image_builds_and_boots_to_the_health_line() {
     // Auto never trusts /dev/kvm blindly: either a guest ran on it, or TCG with the reason.
     assert!(err.contains("(kvm,") || err.contains("note: using TCG"), "{err}");
     assert!(err.contains("matched after"), "{err}");
+    // The guest's account of its boot, with the time before its kernel as vm saw it.
+    assert!(
+        err.lines().any(|l| l.starts_with("boot: power-on to kernel ")
+            && l.contains(" kernel=")
+            && l.contains(" initrd=")
+            && l.contains(" userspace=")
+            && l.contains(" slowest=")),
+        "{err}"
+    );
     let serial = std::fs::read_to_string(built().output.join("logs/vm-serial.log")).unwrap();
     assert!(
         serial.contains("LOISTO-HEALTH id=loisto"),
         "serial log lacks the health line"
     );
+}
+
+#[test]
+#[ignore = "builds and boots a real image (minutes)"]
+fn direct_kernel_boot_skips_the_firmware_and_still_reaches_the_health_line() {
+    let _one = exclusive();
+    let (r, _) = boot(
+        &["--direct-kernel", "--expect", HEALTH, "--timeout", "180"],
+        &[("LOISTO_VM_ACCEL", "tcg")],
+    );
+    r.ok();
+    let err = r.stderr();
+    assert!(err.contains("not how a device boots"), "{err}");
+    let serial = std::fs::read_to_string(built().output.join("logs/vm-serial.log")).unwrap();
+    assert!(!serial.contains("BdsDxe"), "the firmware ran");
+    assert!(serial.contains("secureboot=none"), "UEFI variables were there");
 }
 
 #[test]

@@ -199,6 +199,22 @@ fn a_failing_phase_reports_code_time_tail_and_log_and_stops() {
     assert!(err.contains("output.staging/logs/20-bad.log"), "{err}");
     assert!(!p.path().join("build/never").exists());
     assert!(!p.output().exists(), "a failed build must not create the output");
+    assert!(!err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn a_phase_that_runs_a_missing_command_gets_a_hint_about_tools() {
+    let p = TestProject::new();
+    p.phase("10-typo", "mksquahsfs rootfs out.img");
+    let r = p.run(&["build"]);
+    r.fails_with(1, "phase 10-typo failed with exit code 127");
+    assert!(
+        r.stderr().contains(
+            "hint: exit code 127: a command was not found. Is it installed, and listed under `# Tools:` in the phase's header"
+        ),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]

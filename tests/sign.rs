@@ -53,7 +53,8 @@ cp {PE_B} "$a.slot-b.efi"
     EFI/BOOT/BOOTX64.EFI="$a.slot-a.efi" EFI/loisto/slot-b.efi="$a.slot-b.efi" README.txt="$PROJECT_DIR/image.conf"
 truncate -s 80M "$a.img"
 printf 'label: gpt\nname=boot-a, size=34M, type=U\nname=boot-b, size=34M, type=U\n' | sfdisk -q "$a.img"
-dd if="$a.boot.vfat" of="$a.img" bs=512 seek=2048 conv=notrunc status=none"#
+dd if="$a.boot.vfat" of="$a.img" bs=512 seek=2048 conv=notrunc status=none
+"$LOISTO_IMAGE" flash-files "$a.img" > /dev/null"#
         ),
     );
     p.run(&["build"]).ok();
@@ -154,6 +155,23 @@ fn sign_signs_the_ukis_rewrites_the_boot_partition_and_makes_a_verified_bundle()
     let old_disk = &before["t_1.img"];
     let b_start = (2048 + 34 * 2048) * 512;
     assert!(disk[b_start..] == old_disk[b_start..], "more than boot-a changed");
+    // The flash files are the signed disk's: bmaptool gives back its bytes.
+    let flashed = tempfile::tempdir().unwrap();
+    let copy = Command::new("bmaptool")
+        .arg("copy")
+        .arg(out.join("t_1.img.zst"))
+        .arg(flashed.path().join("disk"))
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+    assert!(
+        std::fs::read(flashed.path().join("disk")).unwrap() == disk,
+        "the .img.zst is not the signed disk"
+    );
+    assert_ne!(
+        before["t_1.img.zst"],
+        std::fs::read(out.join("t_1.img.zst")).unwrap()
+    );
     // The OS image is not touched.
     for f in ["t_1.root.squashfs", "t_1.root.verity"] {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), before[f], "{f} changed");

@@ -222,7 +222,7 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
     );
     has_line(
         &serial,
-        r"^LOISTO-BOOT entries A=Boot1A0A:created B=Boot1A0B:created booted=A ",
+        r"^LOISTO-ENTRIES entries A=Boot1A0A:created B=Boot1A0B:created booted=A ",
     );
     let data_id = has_line(&serial, r"^LOISTO-DATA created id=[0-9a-f]{8} ")
         .split("id=")
@@ -252,7 +252,7 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
     );
     has_line(
         &serial,
-        r"^LOISTO-BOOT entries A=Boot1A0A:unchanged B=Boot1A0B:unchanged booted=A ",
+        r"^LOISTO-ENTRIES entries A=Boot1A0A:unchanged B=Boot1A0B:unchanged booted=A ",
     );
     has_line(&serial, &format!(r"^LOISTO-DATA kept id={data_id} "));
     assert!(

@@ -4,7 +4,7 @@ use crate::cli::{Global, VmArgs};
 use crate::error::{Interrupted, UsageError};
 use crate::project::Project;
 use crate::vm::serial::{self, Outcome, Watch};
-use crate::vm::{accel, firmware, secure_boot, state, usb};
+use crate::vm::{accel, direct, firmware, secure_boot, state, usb};
 use crate::{manifest, proc, ui};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -68,7 +68,24 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     for (i, file) in args.usb.iter().enumerate() {
         sticks.push(usb::stick(file, work.path(), i)?);
     }
-    let m = machine(args, project.as_ref(), &vars_template, work.path(), image_arg)?;
+    let mut image_seen = None;
+    let m = machine(args, project.as_ref(), &vars_template, work.path(), || {
+        let i = image_arg()?;
+        image_seen = Some(i.clone());
+        Ok(i)
+    })?;
+    let direct = match (args.direct_kernel, &image_seen) {
+        (true, Some(image)) => {
+            let uki = direct::uki_beside(image);
+            eprintln!(
+                "note: --direct-kernel: QEMU starts {}'s kernel itself; no firmware, so no Secure Boot, \
+                 UEFI variables or boot entries (not how a device boots)",
+                uki.display()
+            );
+            Some(direct::Kernel::extract(&uki, work.path())?)
+        }
+        _ => None,
+    };
 
     let (accel, note) = accel::choose(&args.accel, &args.qemu, &fw)?;
     if let Some(note) = note {
@@ -80,10 +97,14 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     }
 
     let mut cmd = Command::new(&args.qemu);
-    cmd.args(["-accel", accel.name(), "-machine", fw.machine()])
+    let machine_type = if direct.is_some() { "q35" } else { fw.machine() };
+    cmd.args(["-accel", accel.name(), "-machine", machine_type])
         .args(["-cpu", if accel == accel::Accel::Kvm { "host" } else { "max" }])
         .args(["-smp", &args.cpus.to_string(), "-m", &args.memory])
-        .args(fw.qemu_args(&m.vars))
+        .args(match &direct {
+            Some(k) => k.qemu_args(),
+            None => fw.qemu_args(&m.vars),
+        })
         .arg("-drive")
         .arg(format!("if=virtio,format={},file={}", m.format, m.disk.display()))
         .args(["-nic", "user,model=virtio-net-pci"])
@@ -161,6 +182,9 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         (Outcome::Matched(line), _) => {
             if !g.quiet {
                 eprintln!("matched after {took}{boots}: {line}");
+                if let Some(b) = report.boot_summary() {
+                    eprintln!("boot: {b}");
+                }
             }
             Ok(())
         }

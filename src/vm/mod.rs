@@ -1,6 +1,7 @@
 //! Booting images in QEMU: firmware, accelerator, serial console.
 
 pub mod accel;
+pub mod direct;
 pub mod firmware;
 pub mod secure_boot;
 pub mod serial;

@@ -31,12 +31,32 @@ pub struct Report {
     pub last_lines: Vec<String>,
     /// A boot loader the firmware refused to start, if the run went on after it.
     pub refusal: Option<String>,
+    /// The guest's account of its boot (`LOISTO-BOOT firmware=...`, without the tag), and
+    /// when it arrived after this QEMU run started.
+    pub boot: Option<(String, Duration)>,
 }
 
 impl Report {
     /// The kernel said it powers off ("reboot: Power down"), as opposed to a reset.
     pub fn powered_off(&self) -> bool {
         self.last_lines.iter().any(|l| l.contains("reboot: Power down"))
+    }
+
+    /// The boot report as vm prints it: the guest's figures, and the time before its kernel
+    /// started (firmware and loader), which is what this run's wall clock saw beyond the
+    /// guest's own uptime at the report (TCG and KVM guests' clocks follow the host's).
+    pub fn boot_summary(&self) -> Option<String> {
+        let (line, at) = self.boot.as_ref()?;
+        let uptime: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("uptime="))?
+            .trim_end_matches('s')
+            .parse()
+            .ok()?;
+        let before = (at.as_secs_f64() - uptime).max(0.0);
+        Some(format!(
+            "power-on to kernel {before:.1}s (firmware, loader; seen from outside), {line}"
+        ))
     }
 }
 
@@ -56,6 +76,7 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial: Vec<u8> = Vec::new();
     let mut refusal = None;
+    let mut boot = None;
     crate::signals::set_child(child.id() as i32);
     let outcome = loop {
         if crate::signals::interrupted() {
@@ -73,7 +94,16 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
                     let _ = so.flush();
                 }
                 partial.extend_from_slice(&chunk);
-                if let Some(o) = take_lines(&mut partial, &mut tail, w.expect, &mut refusal) {
+                let outcome = take_lines(&mut partial, &mut tail, w.expect, &mut refusal);
+                if boot.is_none()
+                    && let Some(l) = tail
+                        .iter()
+                        .rev()
+                        .find_map(|l| l.strip_prefix("LOISTO-BOOT firmware="))
+                {
+                    boot = Some((format!("firmware={l}"), start.elapsed()));
+                }
+                if let Some(o) = outcome {
                     break o;
                 }
             }
@@ -102,6 +132,7 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
         outcome,
         last_lines: tail.into_iter().collect(),
         refusal,
+        boot,
     })
 }
 
@@ -164,6 +195,23 @@ fn clean(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_boot_summary_adds_the_time_before_the_kernel() {
+        let r = Report {
+            outcome: Outcome::TimedOut,
+            last_lines: vec![],
+            refusal: None,
+            boot: Some((
+                "firmware=- kernel=2.0s uptime=9.5s slowest=x:1.0s".into(),
+                Duration::from_millis(15_000),
+            )),
+        };
+        assert_eq!(
+            r.boot_summary().unwrap(),
+            "power-on to kernel 5.5s (firmware, loader; seen from outside), firmware=- kernel=2.0s uptime=9.5s slowest=x:1.0s"
+        );
+    }
 
     #[test]
     fn lines_are_cleaned_and_matched_once_complete() {
