@@ -33,8 +33,10 @@ mkdir -p "$ROOTFS/data"
 # lines the device reports on).
 systemctl --root="$ROOTFS" mask ctrl-alt-del.target rescue.service \
     console-getty.service getty@tty2.service serial-getty@.service
-# Nothing to do on a read-only root: these would only fail.
-systemctl --root="$ROOTFS" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer 2>/dev/null || true
+# Nothing to do on a read-only root, or nothing an appliance uses: package updates and the
+# dpkg database backup (the packages come with the image), ext4 scrubbing (it needs LVM).
+systemctl --root="$ROOTFS" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+    e2scrub_reap.service dpkg-db-backup.timer 2>/dev/null || true
 
 # Lock root: nobody logs in with a password.
 if [ -f "$ROOTFS/etc/shadow" ]; then
