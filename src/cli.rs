@@ -1,5 +1,6 @@
 //! The command line, as clap types. Doc comments here are the `--help` text.
 
+use crate::phase::Selection;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -174,6 +175,17 @@ pub struct SelectArgs {
     /// Do not run this phase (repeatable).
     #[arg(long, value_name = "PHASE")]
     pub skip: Vec<String>,
+}
+
+impl SelectArgs {
+    pub fn to_selection(&self) -> Selection {
+        Selection {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            only: self.only.clone(),
+            skip: self.skip.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

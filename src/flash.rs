@@ -3,7 +3,7 @@
 //! format 2.0 (the ranges of 4 KiB blocks that hold data, each with its SHA-256), so that
 //! `bmaptool copy` writes and checks only those instead of the whole sparse disk.
 
-use crate::conf::hex;
+use crate::hash::hex;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::fs::File;

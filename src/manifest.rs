@@ -1,10 +1,8 @@
 //! `OUTPUT/manifest.json`: what a successful build produced, and how to check it later.
 
-use crate::conf::hex;
+use crate::hash::hash_file;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::Path;
 
 pub const FILE: &str = "manifest.json";
@@ -106,54 +104,6 @@ pub fn collect_artifacts(dir: &Path) -> Result<Vec<Artifact>> {
     });
     hashed.sort_by_key(|(i, _)| *i);
     hashed.into_iter().map(|(_, a)| a).collect()
-}
-
-/// Size and sha256 of a file. Holes in sparse files (disk images are mostly holes) are hashed
-/// as the zeros they read as, without reading them: that is most of a disk image's bytes.
-pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    use std::io::{Seek, SeekFrom};
-    use std::os::fd::AsRawFd;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = f
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let zeros = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    while pos < size {
-        // Where the next data starts; ENXIO means only a hole is left.
-        let data = unsafe { libc::lseek(f.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
-        let data = if data < 0 { size } else { data as u64 };
-        let mut hole = data - pos;
-        while hole > 0 {
-            let n = hole.min(zeros.len() as u64) as usize;
-            h.update(&zeros[..n]);
-            hole -= n as u64;
-        }
-        if data >= size {
-            break;
-        }
-        let end = unsafe { libc::lseek(f.as_raw_fd(), data as libc::off_t, libc::SEEK_HOLE) };
-        let end = if end < 0 { size } else { (end as u64).min(size) };
-        f.seek(SeekFrom::Start(data))
-            .with_context(|| format!("seeking in {}", path.display()))?;
-        let mut left = end - data;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = f
-                .read(&mut buf[..want])
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            left -= n as u64;
-        }
-        pos = end;
-    }
-    Ok((size, hex(&h.finalize())))
 }
 
 /// Writes manifest.json and SHA256SUMS (the same hashes, for `sha256sum -c`).
@@ -294,27 +244,4 @@ pub fn check_artifacts<'a>(
         }
     }
     Ok(problems)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sparse_files_hash_like_their_bytes() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("sparse");
-        let f = std::fs::File::create(&p).unwrap();
-        f.set_len(5 << 20).unwrap();
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = f;
-        f.seek(SeekFrom::Start(3 << 20)).unwrap();
-        f.write_all(b"data in the middle").unwrap();
-        drop(f);
-        let bytes = std::fs::read(&p).unwrap();
-        let want = hex(&Sha256::digest(&bytes));
-        assert_eq!(hash_file(&p).unwrap(), (bytes.len() as u64, want));
-        std::fs::write(&p, b"").unwrap();
-        assert_eq!(hash_file(&p).unwrap().1, hex(&Sha256::digest(b"")));
-    }
 }

@@ -1,4 +1,4 @@
-//! The environment contract every phase gets (documented in docs/phases-and-config.md).
+//! The environment contract every phase gets (documented in phases/README.md).
 
 use crate::conf::{Value, Vars};
 use crate::error::UsageError;

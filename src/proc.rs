@@ -70,6 +70,49 @@ where
     ))
 }
 
+/// Runs a tool with stdout and stderr captured apart, whatever its exit status: for callers
+/// that read both (a version line may come on either).
+pub fn capture<I, S>(program: &str, args: I) -> Result<std::process::Output>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    captured(program, args, false).map(|(_, out)| out)
+}
+
+/// Reads `reader` on a thread of its own until its end, sending every chunk through `tx` as
+/// `chunk(bytes)`, then `eof` if given; stops early when the receiver is gone. The one reader
+/// thread the phase runner, the serial console and the KVM check share, so that a loop can
+/// wait for output and for other events at once.
+pub fn pump<R, T, F>(
+    mut reader: R,
+    tx: mpsc::Sender<T>,
+    chunk: F,
+    eof: Option<T>,
+) -> std::thread::JoinHandle<()>
+where
+    R: Read + Send + 'static,
+    T: Send + 'static,
+    F: Fn(Vec<u8>) -> T + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(chunk(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(eof) = eof {
+            let _ = tx.send(eof);
+        }
+    })
+}
+
 /// Runs a tool with its output captured (stderr into stdout when `merged`), logging the
 /// command line first; returns that line and the output.
 fn captured<I, S>(program: &str, args: I, merged: bool) -> Result<(String, std::process::Output)>
@@ -169,7 +212,7 @@ pub fn run_phase(
     log: &mut std::fs::File,
     sink: &mut dyn PhaseSink,
 ) -> Result<PhaseExit> {
-    let (mut reader, writer) = std::io::pipe().context("creating the phase output pipe")?;
+    let (reader, writer) = std::io::pipe().context("creating the phase output pipe")?;
     let start = Instant::now();
     let handle = duct::cmd("bash", [script])
         .dir(cwd)
@@ -205,20 +248,7 @@ pub fn run_phase(
     }
     let (tx, rx) = mpsc::channel::<Msg>();
     let out_tx = tx.clone();
-    let pump = std::thread::spawn(move || {
-        let mut buf = [0u8; 16384];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out_tx.send(Msg::Chunk(buf[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = out_tx.send(Msg::Eof);
-    });
+    let pump = pump(reader, out_tx, Msg::Chunk, Some(Msg::Eof));
     let handle = std::sync::Arc::new(handle);
     let waited = handle.clone();
     std::thread::spawn(move || {

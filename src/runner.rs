@@ -1,10 +1,11 @@
 //! Runs one script the way phases run: own process group, clean environment, output teed to
 //! its log and the terminal, and a failure report with the last lines.
 
+use crate::error::Interrupted;
 use crate::lines::Lines;
 use crate::proc::{self, PhaseExit, PhaseSink};
 use crate::ui::{self, PhaseView, Style};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
@@ -58,6 +59,40 @@ pub fn run_script(
     sink.view
         .finish(exit.code == 0 && !exit.interrupted, exit.duration);
     Ok((exit, sink.tail.lines()))
+}
+
+/// Runs one step to its end, the way `build` and `sysext` both need it. An interrupt is
+/// reported and becomes [`Interrupted`] (exit 130); a non-zero exit prints the failure report
+/// (last lines, a hint) and becomes an error naming `what`, the log, and `aftermath` (what was
+/// left as it was). `Ok` is a step that exited 0.
+pub fn run_step(
+    cwd: &Path,
+    step: &Step,
+    env: &[(String, String)],
+    style: Style,
+    what: &str,
+    aftermath: &str,
+) -> Result<PhaseExit> {
+    let (exit, tail) = run_script(cwd, step, env, style)?;
+    if exit.interrupted {
+        eprintln!(
+            "interrupted during {} after {}; its log: {}",
+            step.id,
+            ui::secs(exit.duration),
+            step.log.display()
+        );
+        return Err(Interrupted.into());
+    }
+    if exit.code != 0 {
+        report_failure(step.id, &exit, &tail, step.log)?;
+        bail!(
+            "{what} failed with exit code {} after {}; full log: {}\n{aftermath}",
+            exit.code,
+            ui::secs(exit.duration),
+            step.log.display()
+        );
+    }
+    Ok(exit)
 }
 
 pub fn report_failure(id: &str, exit: &PhaseExit, lines: &[String], log_path: &Path) -> Result<()> {

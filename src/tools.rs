@@ -327,11 +327,7 @@ pub fn version(name: &str, path: &Path) -> Option<String> {
         (path.to_path_buf(), vec![])
     };
     args.extend(k.version_args.iter().map(|s| s.to_string()));
-    let out = std::process::Command::new(program)
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .ok()?;
+    let out = crate::proc::capture(&program.to_string_lossy(), &args).ok()?;
     let text = String::from_utf8_lossy(if out.stdout.is_empty() {
         &out.stderr
     } else {

@@ -9,15 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn sh(script: &str) {
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::host("bash", &[&"-euo", &"pipefail", &"-c", &script]);
 }
 
 /// makepkg refuses to run as root; the packages are built as `nobody`.
@@ -97,14 +89,8 @@ fn pacstrap_installs_exactly_the_requested_packages_from_a_local_repository() {
     assert!(log.contains("pacstrap") || log.contains("Installing"), "{log}");
 
     let rootfs = project.join("build/rootfs");
-    let q = Command::new("pacman")
-        .arg("--root")
-        .arg(&rootfs)
-        .arg("-Q")
-        .output()
-        .unwrap();
-    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
-    let installed: Vec<String> = String::from_utf8_lossy(&q.stdout)
+    let installed: Vec<String> = common::host("pacman", &[&"--root", &rootfs, &"-Q"])
+        .stdout()
         .lines()
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect();
@@ -149,11 +135,7 @@ fn evil_tar(path: &Path, members: &str) {
          f('usr/lib/os-release', b'ID=debian\\n')\n{members}\nt.close()\n",
         path.display()
     );
-    let st = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::host("/usr/bin/python3", &[&"-c", &script]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{BIN, Run};
+use common::{BIN, Run, host, host_in};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -31,17 +31,7 @@ fn built() -> &'static Built {
             std::fs::remove_dir_all(&project).map_err(|e| format!("cleaning {}: {e}", project.display()))?;
         }
         std::fs::create_dir_all(&project).unwrap();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for item in ["image.conf", "phases", "overlay", "repart.d", "rauc", "sysext"] {
-            let st = Command::new("cp")
-                .arg("-a")
-                .arg(repo.join(item))
-                .arg(&project)
-                .status()
-                .unwrap();
-            assert!(st.success(), "copying {item}");
-        }
-        let _ = std::fs::remove_file(project.join("rauc/keyring.pem"));
+        common::copy_repo_project(&project);
         let output = project.join("output");
         let b = Built {
             project,
@@ -154,13 +144,7 @@ fn a_flipped_byte_in_the_os_partition_stops_the_boot() {
     let b = built();
     let image = b.output.join("loisto_0.1.0.img");
     let bad = b.work.join("corrupt.img");
-    let st = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&image)
-        .arg(&bad)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    host("cp", &[&"--sparse=always", &image, &bad]);
     let (start, _) = partition(&bad, "root-a");
     // Block 1 of the squashfs is read while mounting the root, so the boot must hit it.
     flip_byte(&bad, start + 4096 + 17);
@@ -204,13 +188,7 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
             "missing loisto_0.1.0.{name}"
         );
     }
-    let sums = Command::new("sha256sum")
-        .arg("-c")
-        .arg("SHA256SUMS")
-        .current_dir(o)
-        .output()
-        .unwrap();
-    assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
+    host_in(o, "sha256sum", &[&"-c", &"SHA256SUMS"]);
     b.run(&["verify"]).ok();
     let manifest = std::fs::read_to_string(o.join("manifest.json")).unwrap();
     let sums = std::fs::read_to_string(o.join("SHA256SUMS")).unwrap();
@@ -263,13 +241,11 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
     let roothash = roothash.trim();
     for slot in ["a", "b"] {
         let cmdline = b.work.join(format!("cmdline-{slot}.txt"));
-        let st = Command::new("objcopy")
-            .args(["-O", "binary", "--only-section=.cmdline"])
-            .arg(o.join(format!("loisto_0.1.0.slot-{slot}.efi")))
-            .arg(&cmdline)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let uki = o.join(format!("loisto_0.1.0.slot-{slot}.efi"));
+        host(
+            "objcopy",
+            &[&"-O", &"binary", &"--only-section=.cmdline", &uki, &cmdline],
+        );
         let cmdline = std::fs::read_to_string(&cmdline).unwrap();
         for want in [
             format!("roothash={roothash}"),
@@ -284,13 +260,12 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
     }
     // The boot partition (in the disk and in bundles) holds both UKIs where the boot entries
     // point: mtools reads the FAT, not our code.
-    let listing = Command::new("mdir")
-        .args(["-/", "-b", "-i"])
-        .arg(o.join("loisto_0.1.0.boot.vfat"))
-        .arg("::")
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout).to_lowercase();
+    let listing = host(
+        "mdir",
+        &[&"-/", &"-b", &"-i", &o.join("loisto_0.1.0.boot.vfat"), &"::"],
+    )
+    .stdout()
+    .to_lowercase();
     assert!(
         listing.contains("::/efi/boot/bootx64.efi") && listing.contains("::/efi/loisto/slot-b.efi"),
         "{listing}"
@@ -315,29 +290,16 @@ fn the_flash_files_give_the_disk_back_through_bmaptool_and_the_disk_holds_only_d
     let _ = std::fs::remove_file(&copy);
     // bmaptool (bmap-tools) finds loisto_0.1.0.bmap beside the .img.zst, checks the bmap's own
     // checksum and every range's, and writes only the mapped blocks.
-    let out = Command::new("bmaptool")
-        .arg("copy")
-        .arg(o.join("loisto_0.1.0.img.zst"))
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = host("bmaptool", &[&"copy", &o.join("loisto_0.1.0.img.zst"), &copy]).stderr();
     assert!(err.contains("discovered bmap file"), "{err}");
-    let cmp = Command::new("cmp").arg(&img).arg(&copy).output().unwrap();
-    assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));
+    host("cmp", &[&img, &copy]);
     std::fs::remove_file(&copy).unwrap();
     let sums = std::fs::read_to_string(o.join("SHA256SUMS")).unwrap();
     for f in ["loisto_0.1.0.img.zst", "loisto_0.1.0.bmap"] {
         assert!(sums.contains(&format!(" *{f}\n")), "SHA256SUMS lacks {f}");
     }
     // The frame header records the size (`zstd -l` reads it without decompressing).
-    let list = Command::new("zstd")
-        .arg("-lv")
-        .arg(o.join("loisto_0.1.0.img.zst"))
-        .output()
-        .unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
+    let list = host("zstd", &[&"-lv", &o.join("loisto_0.1.0.img.zst")]).stdout();
     let size = std::fs::metadata(&img).unwrap().len();
     assert!(list.contains(&format!("({size} B)")), "{list}");
     // Holes where the disk holds zeros: the boot partition's free space, /var's, slot B.
@@ -411,9 +373,7 @@ fn first_boot_on_an_8_gib_disk_ends_with_every_partition_in_place() {
 }
 
 fn sfdisk_json(img: &Path) -> serde_json::Value {
-    let out = Command::new("sfdisk").arg("--json").arg(img).output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&host("sfdisk", &[&"--json", &img]).stdout()).unwrap()
 }
 
 /// (byte offset, byte size) of the partition with GPT name `label`.
@@ -513,16 +473,9 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
     b.run(&["build", "--from", "20"]).ok();
     for slot in ["a", "b"] {
         let uki = b.output.join(format!("loisto_0.1.0.slot-{slot}.efi"));
-        let sbverify = Command::new("sbverify")
-            .arg("--cert")
-            .arg(b.project.join("keys/secureboot.crt"))
-            .arg(&uki)
-            .output()
-            .unwrap();
-        assert!(
-            sbverify.status.success(),
-            "{}",
-            String::from_utf8_lossy(&sbverify.stderr)
+        host(
+            "sbverify",
+            &[&"--cert", &b.project.join("keys/secureboot.crt"), &uki],
         );
     }
     assert!(b.project.join("build/rootfs/etc/rauc/keyring.pem").is_file());
@@ -685,15 +638,21 @@ fn an_exported_rootfs_rebuilds_with_bootstrap_rootfs_and_boots() {
     let _one = exclusive();
     let b = built();
     let tar = b.work.join("exported-rootfs.tar");
-    let st = Command::new("tar")
-        .args(["--create", "--xattrs", "--acls", "--numeric-owner", "--file"])
-        .arg(&tar)
-        .arg("--directory")
-        .arg(b.project.join("build/rootfs"))
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let rootfs = b.project.join("build/rootfs");
+    host(
+        "tar",
+        &[
+            &"--create",
+            &"--xattrs",
+            &"--acls",
+            &"--numeric-owner",
+            &"--file",
+            &tar,
+            &"--directory",
+            &rootfs,
+            &".",
+        ],
+    );
     let project = b.work.join("from-rootfs");
     if project.exists() {
         std::fs::remove_dir_all(&project).unwrap();
@@ -872,14 +831,8 @@ fn the_os_image_carries_nothing_of_the_build_host() {
     let b = built();
     let tree = b.work.join("sealed-tree");
     let _ = std::fs::remove_dir_all(&tree);
-    let st = Command::new("unsquashfs")
-        .args(["-q", "-n", "-d"])
-        .arg(&tree)
-        .arg(b.output.join("loisto_0.1.0.root.squashfs"))
-        .arg("etc")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let root = b.output.join("loisto_0.1.0.root.squashfs");
+    host("unsquashfs", &[&"-q", &"-n", &"-d", &tree, &root, &"etc"]);
     let link = std::fs::read_link(tree.join("etc/resolv.conf")).expect("etc/resolv.conf is a link into /run");
     assert!(link.to_string_lossy().contains("run/"), "{link:?}");
     assert!(!tree.join("etc/apt/apt.conf.d/99mmdebstrap").exists());

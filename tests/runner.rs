@@ -162,8 +162,11 @@ fn selection_flags_pick_phases_by_number_or_name() {
         plan.contains("30-c") && plan.contains("40-d") && !plan.contains("20-b"),
         "{plan}"
     );
-    p.run(&["build", "--only", "99"])
-        .fails_with(2, "--only 99: no such phase");
+    p.run(&["build", "--only", "99"]).fails_exactly(
+        2,
+        p.path(),
+        "error: --only 99: no such phase (phases: 10-a, 20-b, 30-c, 40-d)\n",
+    );
     p.run(&["build", "--from", "30", "--to", "10"])
         .fails_with(2, "comes after");
 }
@@ -206,14 +209,19 @@ fn a_failing_phase_reports_code_time_tail_and_log_and_stops() {
 fn a_phase_that_runs_a_missing_command_gets_a_hint_about_tools() {
     let p = TestProject::new();
     p.phase("10-typo", "mksquahsfs rootfs out.img");
-    let r = p.run(&["build"]);
-    r.fails_with(1, "phase 10-typo failed with exit code 127");
-    assert!(
-        r.stderr().contains(
-            "hint: exit code 127: a command was not found. Is it installed, and listed under `# Tools:` in the phase's header"
-        ),
-        "{}",
-        r.stderr()
+    p.run(&["build"]).fails_exactly(
+        1,
+        p.path(),
+        "==> [1/1] 10-typo\n\
+         FAILED [1/1] 10-typo ([T])\n\
+         \n\
+         10-typo failed: exit code 127 after [T]\n\
+         last 1 lines of [PROJECT]/output.staging/logs/10-typo.log:\n\
+         \x20 | [PROJECT]/phases/10-typo.sh: line 2: mksquahsfs: command not found\n\
+         hint: exit code 127: a command was not found. Is it installed, and listed under `# Tools:` in the \
+         phase's header (so the build checks for it before anything runs)? `loisto-image doctor` lists them\n\
+         error: phase 10-typo failed with exit code 127 after [T]; full log: [PROJECT]/output.staging/logs/10-typo.log\n\
+         the last good output in [PROJECT]/output was left as it was\n",
     );
 }
 
@@ -222,8 +230,11 @@ fn config_errors_name_file_and_line_and_exit_2_before_any_phase() {
     let p = TestProject::new();
     p.phase("10-a", "touch \"$BUILD_DIR/ran\"");
     p.file("image.conf", "IMAGE_ID=test\nIMAGE_VERSION=1.0\nNOW=$(date)\n");
-    p.run(&["build"])
-        .fails_with(2, "image.conf:3: command substitution");
+    p.run(&["build"]).fails_exactly(
+        2,
+        p.path(),
+        "error: [PROJECT]/image.conf:3: command substitution `$(...)` is not allowed\n",
+    );
     p.file("image.conf", "IMAGE_ID='bad id'\nIMAGE_VERSION=1.0\n");
     p.run(&["build"])
         .fails_with(2, "image.conf:1: IMAGE_ID=\"bad id\" is not allowed");
@@ -731,18 +742,8 @@ fn sha256sums_checks_with_sha256sum_for_any_file_name_and_verify_sees_extra_file
 line\"; echo b > \"$OUTPUT/back\\\\slash\"; echo c > \"$OUTPUT/plain\"",
     );
     p.run(&["build"]).ok();
-    let check = std::process::Command::new("sha256sum")
-        .args(["--strict", "-c", "SHA256SUMS"])
-        .current_dir(p.output())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&check.stdout).matches(": OK").count(), 3);
+    let check = common::host_in(&p.output(), "sha256sum", &[&"--strict", &"-c", &"SHA256SUMS"]);
+    assert_eq!(check.stdout().matches(": OK").count(), 3);
     p.run(&["verify"]).ok();
     std::fs::write(p.output().join("dropped-in"), "x").unwrap();
     let r = p.run(&["verify"]);

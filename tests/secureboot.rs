@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 const STEM: &str = "loisto_0.1.0";
@@ -15,13 +14,10 @@ const STEM: &str = "loisto_0.1.0";
 use common::run_tcg as run;
 
 fn copy(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .args(["-a", "--sparse=always"])
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success(), "cp {} {}", from.display(), to.display());
+    common::host(
+        "cp",
+        &[&"-a", &"--sparse=always", &format!("{}/.", from.display()), &to],
+    );
 }
 
 fn same(a: &Path, b: &Path) -> bool {
@@ -96,16 +92,11 @@ fn offline_signed_image_boots_under_secure_boot_and_anything_else_is_refused() {
             "{f} changed by sign"
         );
     }
-    let info = Command::new("rauc")
-        .arg("info")
-        .arg(format!(
-            "--keyring={}",
-            project.join("rauc/keyring.pem").display()
-        ))
-        .arg(release.join(format!("{STEM}.raucb")))
-        .output()
-        .unwrap();
-    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let keyring = format!("--keyring={}", project.join("rauc/keyring.pem").display());
+    common::host(
+        "rauc",
+        &[&"info", &keyring, &release.join(format!("{STEM}.raucb"))],
+    );
 
     // Signed: boots to the health line, which says Secure Boot is on.
     let (code, err, secs) = boot(&project, &keys, &release.join(format!("{STEM}.img")), "400");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Run, TestProject};
+use common::{Run, TestProject, host, host_in};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,16 +29,8 @@ fn build() -> Build {
     );
     p.run(&["keys"]).ok();
     let keys = tempfile::tempdir().unwrap();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cp -a {0}/keys/. {1}/ && rm -rf {0}/keys",
-            p.path().display(),
-            keys.path().display()
-        ))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    copy_dir(&p.path().join("keys"), keys.path());
+    std::fs::remove_dir_all(p.path().join("keys")).unwrap();
     p.phase(
         "70-fake-disk",
         &format!(
@@ -87,13 +79,10 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
 
 /// `rauc info --keyring` verifies the bundle's signature.
 fn rauc_accepts(bundle: &Path, keyring: &Path) {
-    let info = Command::new("rauc")
-        .arg("info")
-        .arg(format!("--keyring={}", keyring.display()))
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    host(
+        "rauc",
+        &[&"info", &format!("--keyring={}", keyring.display()), &bundle],
+    );
 }
 
 fn sbverify(cert: &Path, pe: &Path) -> bool {
@@ -126,14 +115,7 @@ fn sign_signs_the_ukis_rewrites_the_boot_partition_and_makes_a_verified_bundle()
     // The boot image holds the signed UKIs (read back with mtools) and what else it held.
     let extracted = tempfile::tempdir().unwrap();
     let mcopy = |path: &str, dest: &Path| {
-        let st = Command::new("mcopy")
-            .args(["-n", "-i"])
-            .arg(out.join("t_1.boot.vfat"))
-            .arg(path)
-            .arg(dest)
-            .status()
-            .unwrap();
-        assert!(st.success(), "{path}");
+        host("mcopy", &[&"-n", &"-i", &out.join("t_1.boot.vfat"), &path, &dest]);
     };
     mcopy("::EFI/BOOT/BOOTX64.EFI", &extracted.path().join("a.efi"));
     mcopy("::README.txt", &extracted.path().join("readme"));
@@ -157,13 +139,10 @@ fn sign_signs_the_ukis_rewrites_the_boot_partition_and_makes_a_verified_bundle()
     assert!(disk[b_start..] == old_disk[b_start..], "more than boot-a changed");
     // The flash files are the signed disk's: bmaptool gives back its bytes.
     let flashed = tempfile::tempdir().unwrap();
-    let copy = Command::new("bmaptool")
-        .arg("copy")
-        .arg(out.join("t_1.img.zst"))
-        .arg(flashed.path().join("disk"))
-        .output()
-        .unwrap();
-    assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+    host(
+        "bmaptool",
+        &[&"copy", &out.join("t_1.img.zst"), &flashed.path().join("disk")],
+    );
     assert!(
         std::fs::read(flashed.path().join("disk")).unwrap() == disk,
         "the .img.zst is not the signed disk"
@@ -179,12 +158,7 @@ fn sign_signs_the_ukis_rewrites_the_boot_partition_and_makes_a_verified_bundle()
     // RAUC accepts the bundle with the project's keyring; the records vouch for everything.
     rauc_accepts(&out.join("t_1.raucb"), &b.p.path().join("rauc/keyring.pem"));
     b.p.run(&["verify"]).ok();
-    let sums = Command::new("sha256sum")
-        .args(["-c", "--quiet", "SHA256SUMS"])
-        .current_dir(&out)
-        .status()
-        .unwrap();
-    assert!(sums.success());
+    host_in(&out, "sha256sum", &[&"-c", &"--quiet", &"SHA256SUMS"]);
     let leftovers: Vec<_> = walkdir(&out)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".sign."))
@@ -248,13 +222,7 @@ fn sign_refuses_missing_mismatched_and_foreign_keys_and_changes_nothing() {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    host("cp", &[&"-a", &format!("{}/.", from.display()), &to]);
 }
 
 #[test]
@@ -279,8 +247,7 @@ fn esp_makes_the_same_bytes_every_time_and_refuses_what_does_not_fit() {
         "two runs differ"
     );
     // dosfstools' checker finds nothing wrong with it.
-    let fsck = Command::new("fsck.vfat").arg("-n").arg(&one).output().unwrap();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    host("fsck.vfat", &[&"-n", &one]);
 
     let big = t.path().join("big.efi");
     std::fs::File::create(&big).unwrap().set_len(40 << 20).unwrap();
@@ -304,13 +271,12 @@ fn esp_makes_the_same_bytes_every_time_and_refuses_what_does_not_fit() {
 fn import_into_token(conf: &Path, key: &Path, cert: &Path, id: &str, label: &str) {
     let dir = conf.parent().unwrap();
     let der = |args: &[&str], out: &str| {
-        let st = Command::new("openssl")
-            .args(args)
-            .arg("-out")
-            .arg(dir.join(out))
-            .status()
-            .unwrap();
-        assert!(st.success(), "{args:?}");
+        let out = dir.join(out);
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+        all.push(&"-out");
+        all.push(&out);
+        host("openssl", &all);
     };
     let k = key.to_str().unwrap();
     der(
@@ -393,13 +359,15 @@ fn sign_takes_keys_from_a_pkcs11_token_and_signs_as_with_key_files() {
         std::fs::copy(k.join(f), public.path().join(f)).unwrap();
     }
     let by_file = tempfile::tempdir().unwrap();
-    let st = Command::new("cp")
-        .args(["-a", "--sparse=always"])
-        .arg(format!("{}/.", b.p.output().display()))
-        .arg(by_file.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    host(
+        "cp",
+        &[
+            &"-a",
+            &"--sparse=always",
+            &format!("{}/.", b.p.output().display()),
+            &by_file.path(),
+        ],
+    );
 
     let uri = |label: &str| format!("pkcs11:token=loisto-test;object={label};type=private;pin-value=1234");
     let r = Run(b

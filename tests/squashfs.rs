@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{BIN, Run};
+use common::{BIN, Run, host};
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -25,13 +25,7 @@ fn squashfs(args: &[&str]) -> Run {
 
 /// Extracts `img` into `out` with unsquashfs; returns `out`.
 fn unsquash(img: &Path, out: &Path) -> PathBuf {
-    let st = Command::new("unsquashfs")
-        .args(["-q", "-n", "-d"])
-        .arg(out)
-        .arg(img)
-        .status()
-        .unwrap();
-    assert!(st.success(), "unsquashfs {}", img.display());
+    host("unsquashfs", &[&"-q", &"-n", &"-d", &out, &img]);
     out.to_path_buf()
 }
 
@@ -237,17 +231,7 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
     );
 
     let back = tmp.path().join("back");
-    let st = Command::new("unsquashfs")
-        .arg("-d")
-        .arg(&back)
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "unsquashfs: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    host("unsquashfs", &[&"-d", &back, &img]);
     std::fs::remove_file(src.join("left/out")).unwrap();
     let (want, got) = (scan(&src), scan(&back));
     let mut paths: Vec<&PathBuf> = want.keys().chain(got.keys()).collect();
@@ -261,12 +245,7 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
     assert_eq!(ino("links/a"), ino("links/c"));
 
     // Every timestamp is SOURCE_DATE_EPOCH (2023-11-14 22:13:20 UTC).
-    let listing = Command::new("unsquashfs")
-        .args(["-lln", "-UTC"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let listing = host("unsquashfs", &[&"-lln", &"-UTC", &img]).stdout();
     let entries: Vec<&str> = listing.lines().filter(|l| l.contains("squashfs-root")).collect();
     assert!(entries.len() > 3000);
     assert!(
@@ -277,8 +256,7 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
 
     // --all-root: the same tree, every entry owned by 0/0.
     squashfs(&[s(&src), s(&img), "--all-root"]).ok();
-    let listing = Command::new("unsquashfs").arg("-lln").arg(&img).output().unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let listing = host("unsquashfs", &[&"-lln", &img]).stdout();
     let entries: Vec<&str> = listing.lines().filter(|l| l.contains("squashfs-root")).collect();
     assert!(
         entries.len() > 3000 && entries.iter().all(|l| l.contains(" 0/0 ")),
@@ -468,12 +446,7 @@ fn acls_and_a_directory_in_the_way_are_refused_before_compressing_and_leave_noth
     assert_eq!(names, ["x.sqfs"], "something was left in {}", out.display());
 
     // A POSIX ACL (system.* xattrs have no place in squashfs).
-    let st = Command::new("setfacl")
-        .args(["-m", "u:1234:r"])
-        .arg(src.join("f"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    host("setfacl", &[&"-m", &"u:1234:r", &src.join("f")]);
     let r = squashfs(&[s(&src), s(&out.join("y.sqfs"))]);
     r.fails_with(2, "system.posix_acl_access");
     assert!(!r.stdout().contains("compressing"), "{}", r.stdout());
@@ -486,13 +459,8 @@ fn a_path_longer_than_path_max_is_named_and_refused() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     // Made with *at() calls relative to an open directory, the only way below PATH_MAX.
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg("import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nfor i in range(25):\n    os.mkdir('d'*200,dir_fd=fd); fd=os.open('d'*200,os.O_RDONLY,dir_fd=fd)\nos.close(os.open('leaf',os.O_CREAT|os.O_WRONLY,dir_fd=fd))")
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let script = "import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nfor i in range(25):\n    os.mkdir('d'*200,dir_fd=fd); fd=os.open('d'*200,os.O_RDONLY,dir_fd=fd)\nos.close(os.open('leaf',os.O_CREAT|os.O_WRONLY,dir_fd=fd))";
+    host("python3", &[&"-c", &script, &src]);
     let img = tmp.path().join("x.sqfs");
     let r = squashfs(&[s(&src), s(&img)]);
     r.fails_with(2, "more than the 4096 the system calls take");
@@ -540,12 +508,10 @@ fn memory_stays_bounded_by_the_blocks_in_flight_not_the_file_size() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     // 1 GiB that does not compress (and no zero blocks): every block is kept raw.
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c 1G /dev/urandom > {}/big", src.display()))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    host(
+        "sh",
+        &[&"-c", &format!("head -c 1G /dev/urandom > {}/big", src.display())],
+    );
     let img = tmp.path().join("x.sqfs");
     // Reaped with wait4, which also reports its peak memory.
     #[allow(clippy::zombie_processes)]

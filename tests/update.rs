@@ -77,14 +77,10 @@ impl Rig {
     /// machine's UEFI variable store by virt-fw-vars, not by the guest.
     fn boot_variables(&self) -> BTreeMap<String, String> {
         let json = self.work.join("vars.json");
-        let out = Command::new("virt-fw-vars")
-            .arg("--input")
-            .arg(self.state.join("vars.fd"))
-            .arg("--output-json")
-            .arg(&json)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        common::host(
+            "virt-fw-vars",
+            &[&"--input", &self.state.join("vars.fd"), &"--output-json", &json],
+        );
         let dump: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         dump["variables"]
             .as_array()
@@ -103,9 +99,8 @@ impl Rig {
     /// sha256 of every partition of the machine's disk, by GPT name (sfdisk reads the table).
     fn partition_hashes(&self) -> Vec<(String, String)> {
         let disk = self.state.join("disk.img");
-        let out = Command::new("sfdisk").arg("--json").arg(&disk).output().unwrap();
-        assert!(out.status.success());
-        let table: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let table: serde_json::Value =
+            serde_json::from_str(&common::host("sfdisk", &[&"--json", &disk]).stdout()).unwrap();
         table["partitiontable"]["partitions"]
             .as_array()
             .unwrap()

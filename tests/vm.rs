@@ -21,7 +21,7 @@ fn start_vm(dir: &Path) -> std::process::Child {
         ),
     )
     .unwrap();
-    Command::new("chmod").arg("+x").arg(&qemu).status().unwrap();
+    common::host("chmod", &[&"+x", &qemu]);
     let image = dir.join("disk.img");
     std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
     let tmp = dir.join("tmp");

@@ -17,7 +17,7 @@ pub fn run(g: &Global, args: &CleanArgs) -> Result<()> {
     ];
     if !project.rootfs.starts_with(&project.build_dir) {
         targets.push(project.rootfs.clone());
-        targets.extend(crate::resync::files_beside(&project.rootfs));
+        targets.extend(crate::cache::resync::files_beside(&project.rootfs));
     }
     if args.cache {
         targets.push(project.cache_dir.clone());

@@ -121,10 +121,7 @@ fn systemd_version(line: &str) -> Option<u32> {
 }
 
 fn pefile_importable() -> bool {
-    std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import pefile"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    crate::proc::probe("/usr/bin/python3", ["-c", "import pefile"]).is_ok_and(|(ok, _)| ok)
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! time (70-disk runs it; `sign` remakes the image with the same recipe).
 
 use crate::cli::EspArgs;
-use crate::cmd::vm::parse_size;
 use crate::error::UsageError;
 use crate::esp::{self, Spec};
+use crate::size::parse_size;
 use anyhow::Result;
 use std::path::PathBuf;
 

@@ -1,23 +1,12 @@
 //! `loisto-image plan`: the phases that would run, in order, and the environment they get.
 
+use crate::cache::restore;
 use crate::cache::{self, Cache};
-use crate::cli::{Global, PlanArgs, SelectArgs};
-use crate::phase::{Phase, Selection};
+use crate::cli::{Global, PlanArgs};
+use crate::phase::Phase;
 use crate::phase_env;
 use crate::project::Project;
-use crate::rebuild;
 use anyhow::Result;
-
-impl SelectArgs {
-    pub fn to_selection(&self) -> Selection {
-        Selection {
-            from: self.from.clone(),
-            to: self.to.clone(),
-            only: self.only.clone(),
-            skip: self.skip.clone(),
-        }
-    }
-}
 
 pub fn run(g: &Global, args: &PlanArgs) -> Result<()> {
     let project = Project::open(g)?;
@@ -60,11 +49,11 @@ fn cache_key(project: &Project, phases: &[Phase]) -> Result<String> {
 fn explain(project: &Project, phases: &[Phase], whole_build: bool, json: bool) -> Result<()> {
     let cache = Cache::new(project);
     let rows = if whole_build {
-        let d = rebuild::decide(&cache, phases, cache::fingerprints(project, phases)?, false);
+        let d = restore::decide(&cache, phases, cache::fingerprints(project, phases)?, false);
         for note in &d.notes {
             eprintln!("warning: {note}");
         }
-        rebuild::explain_plan(&cache, phases, &d)
+        restore::explain_plan(&cache, phases, &d)
     } else {
         let why = vec!["a phase selection runs every selected phase (no cache)".to_string()];
         phases

@@ -158,11 +158,11 @@ pub fn run(g: &Global, args: &SignArgs) -> Result<()> {
     spec.epoch = m.source_date_epoch;
     let uki_hashes: Vec<String> = ukis
         .iter()
-        .map(|u| manifest::hash_file(u).map(|(_, h)| h))
+        .map(|u| crate::hash::hash_file(u).map(|(_, h)| h))
         .collect::<Result<_>>()?;
     let mut replaced = [false, false];
     for (dest, src) in spec.files.iter_mut() {
-        let (_, h) = manifest::hash_file(src)?;
+        let (_, h) = crate::hash::hash_file(src)?;
         if let Some(i) = uki_hashes.iter().position(|u| *u == h) {
             say(format!("boot image: {dest} <- {}", file_name(&new_ukis[i])));
             *src = new_ukis[i].clone();
@@ -249,7 +249,7 @@ pub fn run(g: &Global, args: &SignArgs) -> Result<()> {
         let name = file_name(file);
         let dest = output.join(&name);
         std::fs::rename(file, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
-        let (size, sha256) = manifest::hash_file(&dest)?;
+        let (size, sha256) = crate::hash::hash_file(&dest)?;
         m.artifacts.retain(|a| a.path != name);
         m.artifacts.push(manifest::Artifact {
             path: name,
@@ -484,7 +484,7 @@ fn replace_partitions(disk: &Path, old: &Path, new: &Path) -> Result<Vec<String>
             new_bytes.len()
         );
     }
-    let (_, old_hash) = manifest::hash_file(old)?;
+    let (_, old_hash) = crate::hash::hash_file(old)?;
     let mut f = std::fs::File::options()
         .read(true)
         .write(true)
@@ -504,7 +504,7 @@ fn replace_partitions(disk: &Path, old: &Path, new: &Path) -> Result<Vec<String>
         f.seek(SeekFrom::Start(start * sector))?;
         f.read_exact(&mut bytes)
             .with_context(|| format!("reading a partition of {}", disk.display()))?;
-        if crate::conf::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != old_hash {
+        if crate::hash::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != old_hash {
             continue;
         }
         f.seek(SeekFrom::Start(start * sector))?;

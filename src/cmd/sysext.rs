@@ -9,7 +9,7 @@ use crate::project::Project;
 use crate::runner::{self, Step};
 use crate::ui::Style;
 use crate::{phase_env, signals, tools};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 const KEYS: &[&str] = &[
@@ -77,19 +77,15 @@ pub fn run(g: &Global, args: &SysextArgs, style: Style) -> Result<()> {
             index: i + 1,
             total: confs.len(),
         };
-        let (exit, tail) = runner::run_script(&project.dir, &step, &env, style)?;
-        if exit.interrupted {
-            return Err(crate::error::Interrupted.into());
-        }
-        if exit.code != 0 {
-            runner::report_failure(&id, &exit, &tail, &log)?;
-            bail!(
-                "sysext {name} failed (exit code {}); {} was not written; full log: {}",
-                exit.code,
-                out.display(),
-                log.display()
-            );
-        }
+        let aftermath = format!("{} was not written", out.display());
+        runner::run_step(
+            &project.dir,
+            &step,
+            &env,
+            style,
+            &format!("sysext {name}"),
+            &aftermath,
+        )?;
         let rel = format!("sysext/{name}.raw");
         if crate::manifest::read(&project.output).is_ok() {
             crate::manifest::add_artifact(&project.output, &rel, "sysext")

@@ -3,6 +3,7 @@
 use crate::cli::{Global, VmArgs};
 use crate::error::{Interrupted, UsageError};
 use crate::project::Project;
+use crate::size::parse_size;
 use crate::vm::serial::{self, Outcome, Watch};
 use crate::vm::{accel, direct, firmware, secure_boot, state, usb};
 use crate::{manifest, proc, ui};
@@ -98,7 +99,10 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
 
     let mut cmd = Command::new(&args.qemu);
     let machine_type = if direct.is_some() { "q35" } else { fw.machine() };
-    cmd.args(["-accel", accel.name(), "-machine", machine_type])
+    // -nodefaults: no CD-ROM drive, which the firmware tries to boot first on a new disk and the
+    // kernel probes on every boot; every device the machine has is named below.
+    cmd.arg("-nodefaults")
+        .args(["-accel", accel.name(), "-machine", machine_type])
         .args(["-cpu", if accel == accel::Accel::Kvm { "host" } else { "max" }])
         .args(["-smp", &args.cpus.to_string(), "-m", &args.memory])
         .args(match &direct {
@@ -401,44 +405,4 @@ fn disk_mib(disk: &Path) -> u64 {
         .and_then(|v| v["virtual-size"].as_u64())
         .unwrap_or(0)
         >> 20
-}
-
-/// `512M`, `8G`, `1073741824`: binary units, as QEMU and systemd read them.
-pub fn parse_size(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => {
-                    return Err(
-                        UsageError::new(format!("size {s:?}: unknown unit (use K, M, G or T)")).into(),
-                    );
-                }
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| UsageError::new(format!("size {s:?} is not a number with an optional K/M/G/T")))?;
-    Ok(n * mult)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_use_binary_units() {
-        assert_eq!(parse_size("8G").unwrap(), 8 << 30);
-        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("3X").is_err());
-        assert!(parse_size("G").is_err());
-    }
 }

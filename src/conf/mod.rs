@@ -10,6 +10,7 @@ pub use unread::{Unread, unread};
 pub use vars::{Value, Vars};
 
 use crate::error::UsageError;
+use crate::hash::hex;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -149,10 +150,6 @@ pub fn is_safe_ident(v: &str) -> bool {
     matches!(cs.next(), Some(c) if c.is_ascii_alphanumeric())
         && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         && v.len() <= 64
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! at its listing), so the root comes last. Inode numbers are given out in that same order.
 
 use super::meta::{MetaWriter, Ref};
-use super::tree::{Kind, Tree, Xattr};
+use super::tree::{Kind, Tree, Xattr, split_xattr_name};
 use anyhow::{Result, bail};
 use std::collections::HashMap;
 
@@ -317,17 +317,6 @@ fn listing(entries: &[Entry]) -> Vec<u8> {
         i += run;
     }
     out
-}
-
-/// squashfs's prefix id for an attribute name, and the name without the prefix.
-pub(crate) fn split_xattr_name(name: &[u8]) -> Option<(u16, &[u8])> {
-    [
-        (b"user.".as_slice(), 0),
-        (b"trusted.".as_slice(), 1),
-        (b"security.".as_slice(), 2),
-    ]
-    .into_iter()
-    .find_map(|(prefix, id)| name.strip_prefix(prefix).map(|rest| (id, rest)))
 }
 
 fn basic_type(kind: &Kind) -> u16 {

@@ -138,10 +138,7 @@ impl Walk<'_> {
         let xattrs = xattrs(&path)?;
         // Checked here, before anything is compressed: squashfs has no place for system.*
         // attributes (POSIX ACLs), and mksquashfs drops them silently.
-        if let Some(x) = xattrs
-            .iter()
-            .find(|x| super::inode::split_xattr_name(&x.name).is_none())
-        {
+        if let Some(x) = xattrs.iter().find(|x| split_xattr_name(&x.name).is_none()) {
             return Err(UsageError::new(format!(
                 "{}: extended attribute {} is outside the user., trusted. and security. namespaces, the only \
                  ones squashfs stores (a POSIX ACL? remove it with setfacl -b)",
@@ -270,6 +267,17 @@ fn sized(call: impl Fn(*mut u8, usize) -> libc::ssize_t) -> std::io::Result<Vec<
             return Err(std::io::Error::last_os_error());
         }
     }
+}
+
+/// squashfs's prefix id for an attribute name, and the name without the prefix.
+pub(crate) fn split_xattr_name(name: &[u8]) -> Option<(u16, &[u8])> {
+    [
+        (b"user.".as_slice(), 0),
+        (b"trusted.".as_slice(), 1),
+        (b"security.".as_slice(), 2),
+    ]
+    .into_iter()
+    .find_map(|(prefix, id)| name.strip_prefix(prefix).map(|rest| (id, rest)))
 }
 
 #[cfg(test)]

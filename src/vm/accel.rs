@@ -5,7 +5,6 @@
 use super::firmware::Firmware;
 use crate::error::UsageError;
 use anyhow::Result;
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,27 +72,11 @@ fn probe_kvm(qemu: &str, fw: &Firmware) -> Result<(), String> {
     .stderr(Stdio::piped());
     let mut child = crate::proc::spawn(&mut cmd).map_err(|e| format!("{e:#}"))?;
     let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
-    for (is_err, pipe) in [
-        (
-            false,
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            true,
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let tx = tx.clone();
-        if let Some(mut pipe) = pipe {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 || tx.send((is_err, buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+    if let Some(pipe) = child.stdout.take() {
+        crate::proc::pump(pipe, tx.clone(), |b| (false, b), None);
+    }
+    if let Some(pipe) = child.stderr.take() {
+        crate::proc::pump(pipe, tx.clone(), |b| (true, b), None);
     }
     drop(tx);
     let (mut out, mut err) = (String::new(), String::new());

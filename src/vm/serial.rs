@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use regex::Regex;
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -62,16 +62,9 @@ impl Report {
 
 /// Reads the child's stdout until a match, a timeout or the end, then stops the child.
 pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<Report> {
-    let mut out = child.stdout.take().context("QEMU's serial output is not piped")?;
+    let out = child.stdout.take().context("QEMU's serial output is not piped")?;
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    crate::proc::pump(out, tx, |b| b, None);
     let start = Instant::now();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial: Vec<u8> = Vec::new();

@@ -1,6 +1,7 @@
 //! A temporary image project and the real binary, so each end-to-end test stays short.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -88,6 +89,28 @@ impl Run {
         );
         self
     }
+    /// stderr with what changes from run to run written as placeholders: the project
+    /// directory as `[PROJECT]`, durations (`0.4s`, `12ms`) as `[T]`.
+    pub fn stderr_normalized(&self, project: &Path) -> String {
+        let text = self.stderr().replace(&project.display().to_string(), "[PROJECT]");
+        regex::Regex::new(r"\b\d+(\.\d+)?(ms|s)\b")
+            .unwrap()
+            .replace_all(&text, "[T]")
+            .into_owned()
+    }
+
+    /// Exits `code` with exactly `want` on stderr (see [`Run::stderr_normalized`]): a changed
+    /// message shows as a diff of the whole text, not as a missing substring.
+    #[track_caller]
+    pub fn fails_exactly(&self, code: i32, project: &Path, want: &str) -> &Self {
+        assert_eq!(self.code(), code, "stderr:\n{}", self.stderr());
+        let got = self.stderr_normalized(project);
+        if got != want {
+            panic!("stderr differs.\n--- want\n{want}\n--- got\n{got}\n---");
+        }
+        self
+    }
+
     #[track_caller]
     pub fn fails_with(&self, code: i32, needle: &str) -> &Self {
         assert_eq!(
@@ -104,6 +127,39 @@ impl Run {
         );
         self
     }
+}
+
+/// Runs a host tool (the independent reader of what the binary made: unsquashfs, sfdisk,
+/// rauc, ...) to completion; when it fails, the test fails with its command line and all it
+/// printed. The output, for the checks that follow. Arguments of any path or string type:
+/// `host("cp", &[&"-a", &from, &to])`.
+#[track_caller]
+pub fn host(program: &str, args: &[&dyn AsRef<OsStr>]) -> Run {
+    host_in(Path::new("."), program, args)
+}
+
+/// [`host`] with `dir` as the working directory.
+#[track_caller]
+pub fn host_in(dir: &Path, program: &str, args: &[&dyn AsRef<OsStr>]) -> Run {
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let out = Command::new(program)
+        .args(&args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (is it installed? scripts/install-host-deps.sh)"));
+    let run = Run(out);
+    assert!(
+        run.0.status.success(),
+        "`{program} {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        run.0.status,
+        run.stdout(),
+        run.stderr()
+    );
+    run
 }
 
 pub fn pid_alive(pid: i32) -> bool {
@@ -141,13 +197,7 @@ pub fn copy_repo_project(dest: &Path) {
         "rauc",
         "sysext",
     ] {
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(repo.join(item))
-            .arg(dest)
-            .status()
-            .unwrap();
-        assert!(st.success(), "copying {item}");
+        host("cp", &[&"-a", &repo.join(item), &dest]);
     }
     let _ = std::fs::remove_file(dest.join("rauc/keyring.pem"));
 }
@@ -156,21 +206,25 @@ pub fn copy_repo_project(dest: &Path) {
 /// keyring does not trust.
 pub fn foreign_signing_pair(dir: &Path) -> (PathBuf, PathBuf) {
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "30", "-subj", "/CN=someone else", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    host(
+        "openssl",
+        &[
+            &"req",
+            &"-x509",
+            &"-newkey",
+            &"ec",
+            &"-pkeyopt",
+            &"ec_paramgen_curve:prime256v1",
+            &"-nodes",
+            &"-days",
+            &"30",
+            &"-subj",
+            &"/CN=someone else",
+            &"-keyout",
+            &key,
+            &"-out",
+            &cert,
+        ],
+    );
     (key, cert)
 }

@@ -96,9 +96,11 @@ slots_summary() {
     )
 }
 
-# "good", "bad" or "unknown" for slot bootname $1, as RAUC sees it.
-slot_boot_status() {
-    status=$(slots_summary | tr ' ' '\n' | sed -n "s/^$1=\([a-z]*\):.*/\1/p")
+# "good", "bad" or "unknown" for slot bootname $2 in $1 (what slots_summary printed): read
+# once and passed around, since every `rauc status` makes the daemon read the firmware's
+# boot entries again.
+slot_status_in() {
+    status=$(printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=\([a-z]*\):.*/\1/p")
     echo "${status:-unknown}"
 }
 

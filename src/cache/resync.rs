@@ -180,12 +180,12 @@ fn resync(rootfs: &Path, base: &str, tarball: &Path, stamp: &Marks, hot: Option<
         // The hot set serves when it holds everything needed and is intact.
         from_hot = keep.as_ref().is_some_and(|h| {
             plan.extract.is_subset(&h.members)
-                && crate::manifest::hash_file(&hot_file).is_ok_and(|(_, sha)| sha == h.sha256)
+                && crate::hash::hash_file(&hot_file).is_ok_and(|(_, sha)| sha == h.sha256)
         });
         let mut args = if from_hot {
-            crate::cache::tar_args_uncompressed("--extract", &hot_file, rootfs)
+            super::tar::tar_args_uncompressed("--extract", &hot_file, rootfs)
         } else {
-            crate::cache::tar_args("--extract", tarball, rootfs)
+            super::tar::tar_args("--extract", tarball, rootfs)
         };
         args.extend(["--no-recursion".into(), "--null".into()]);
         args.push(format!("--files-from={}", list.display()));
@@ -194,11 +194,11 @@ fn resync(rootfs: &Path, base: &str, tarball: &Path, stamp: &Marks, hot: Option<
             .with_context(|| format!("extracting changed entries from {}", source.display()))?;
         if !from_hot {
             // Straight from the verified snapshot and untouched yet: exactly its entries.
-            let mut args = crate::cache::tar_args_uncompressed("--create", &hot_file, rootfs);
+            let mut args = super::tar::tar_args_uncompressed("--create", &hot_file, rootfs);
             args.extend(["--no-recursion".into(), "--null".into()]);
             args.push(format!("--files-from={}", list.display()));
             keep = proc::output("tar", args)
-                .and_then(|_| crate::manifest::hash_file(&hot_file))
+                .and_then(|_| crate::hash::hash_file(&hot_file))
                 .ok()
                 .map(|(_, sha256)| Hot {
                     members: plan.extract.clone(),
@@ -392,10 +392,10 @@ mod tests {
              echo keep > usr/bin/untouched; echo lib > usr/lib/only
              touch -d @1000 etc/hostname etc etc/x.conf usr/bin/* usr/share/doc/a/README usr/lib/only usr/lib usr/share/doc/a usr/share/doc usr/share usr/bin usr var/empty var .",
         );
-        let args = crate::cache::tar_args("--create", &tarball, &root);
+        let args = crate::cache::tar::tar_args("--create", &tarball, &root);
         proc::output("tar", args.into_iter().chain([".".to_string()])).unwrap();
         std::fs::create_dir_all(&clean).unwrap();
-        proc::output("tar", crate::cache::tar_args("--extract", &tarball, &clean)).unwrap();
+        proc::output("tar", crate::cache::tar::tar_args("--extract", &tarball, &clean)).unwrap();
         let want = listing(&clean);
         record(&root, "base", None).unwrap();
         let untouched_ino = std::fs::metadata(root.join("usr/bin/untouched")).unwrap().ino();
@@ -460,7 +460,7 @@ mod tests {
         let tarball = t.path().join("snap.tar.zst");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/a"), "a").unwrap();
-        let args = crate::cache::tar_args("--create", &tarball, &root);
+        let args = crate::cache::tar::tar_args("--create", &tarball, &root);
         proc::output("tar", args.into_iter().chain([".".to_string()])).unwrap();
         record(&root, "base", None).unwrap();
         std::fs::remove_dir_all(&root).unwrap();

@@ -1,6 +1,7 @@
 //! Deciding what a whole build takes from the cache, and explaining it (`plan --explain`).
 
-use crate::cache::{Cache, Entry, Fingerprint, explain};
+use super::fingerprint::{Fingerprint, explain};
+use super::store::{Cache, Entry};
 use crate::phase::Phase;
 
 /// What a build will do with the cache: restore the snapshot after phase `restore.0` (the
