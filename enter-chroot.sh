@@ -3,10 +3,7 @@
 # `loisto-image chroot`. Example: ./enter-chroot.sh -- dpkg -l
 set -euo pipefail
 cd "$(dirname "$0")"
-# loisto-image's own repository builds the tool from its checkout; a project uses the installed one.
+# A project uses the installed loisto-image; loisto-image's own repository, its checkout.
 bin=loisto-image
-if [ -f Cargo.toml ]; then
-    bin=target/release/loisto-image
-    [ -x "$bin" ] || cargo build --release -q
-fi
+[ ! -f Cargo.toml ] || { cargo build --release -q && bin=target/release/loisto-image; }
 exec "$bin" chroot "$@"

@@ -57,22 +57,7 @@ pub const SUMS: &str = "SHA256SUMS";
 /// Every regular file under `dir`, except logs and the records themselves, in path order.
 /// Files are hashed on all cores at once: the disk image alone is ~1 s of SHA-256.
 pub fn collect_artifacts(dir: &Path) -> Result<Vec<Artifact>> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.with_context(|| format!("walking {}", dir.display()))?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let rel = entry
-            .path()
-            .strip_prefix(dir)
-            .expect("walkdir stays below its root");
-        let rel = rel.to_string_lossy().into_owned();
-        if is_bookkeeping(&rel) {
-            continue;
-        }
-        files.push((rel, entry.into_path()));
-    }
+    let files = recordable(dir)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut hashed: Vec<(usize, Result<Artifact>)> = std::thread::scope(|s| {
@@ -154,7 +139,17 @@ pub fn add_artifact(dir: &Path, rel: &str, made_by: &str) -> Result<()> {
 /// Files in `dir` that a build would record but `m` does not list (dropped in afterwards).
 pub fn unlisted(dir: &Path, m: &Manifest) -> Result<Vec<String>> {
     let listed: std::collections::HashSet<&str> = m.artifacts.iter().map(|a| a.path.as_str()).collect();
-    let mut extra = Vec::new();
+    Ok(recordable(dir)?
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .filter(|rel| !listed.contains(rel.as_str()))
+        .collect())
+}
+
+/// Every regular file under `dir` a build records (its path relative to `dir`, and where it
+/// is), in path order: all but logs and the records themselves.
+fn recordable(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let entry = entry.with_context(|| format!("walking {}", dir.display()))?;
         if !entry.file_type().is_file() {
@@ -163,14 +158,14 @@ pub fn unlisted(dir: &Path, m: &Manifest) -> Result<Vec<String>> {
         let rel = entry
             .path()
             .strip_prefix(dir)
-            .expect("below dir")
+            .expect("walkdir stays below its root")
             .to_string_lossy()
             .into_owned();
-        if !is_bookkeeping(&rel) && !listed.contains(rel.as_str()) {
-            extra.push(rel);
+        if !is_bookkeeping(&rel) {
+            files.push((rel, entry.into_path()));
         }
     }
-    Ok(extra)
+    Ok(files)
 }
 
 /// The runner's own files in an output directory, never artifacts.

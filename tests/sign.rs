@@ -339,20 +339,10 @@ fn sign_takes_keys_from_a_pkcs11_token_and_signs_as_with_key_files() {
         .output()
         .unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    import_into_token(
-        &conf,
-        &k.join("secureboot.key"),
-        &k.join("secureboot.crt"),
-        "01",
-        "db",
-    );
-    import_into_token(
-        &conf,
-        &k.join("rauc-release.key"),
-        &k.join("rauc-release.crt"),
-        "02",
-        "release",
-    );
+    for (name, id, label) in [("secureboot", "01", "db"), ("rauc-release", "02", "release")] {
+        let (key, cert) = (k.join(format!("{name}.key")), k.join(format!("{name}.crt")));
+        import_into_token(&conf, &key, &cert, id, label);
+    }
     // Only the certificates stay on disk.
     let public = tempfile::tempdir().unwrap();
     for f in ["secureboot.crt", "rauc-release.crt"] {
