@@ -17,7 +17,7 @@ DEBIAN_PKGS=(
   rauc openssl sbsigntool efitools softhsm2 libengine-pkcs11-openssl opensc
   pacman-package-manager makepkg arch-install-scripts fakeroot libarchive-tools
   shellcheck util-linux git curl python3-virt-firmware acl time busybox-static
-  bmap-tools
+  bmap-tools squashfs-tools-ng
 )
 # These come from bookworm-backports on Debian 12 (python3-virt-firmware: `vm --secure-boot`
 # enrolls keys with virt-fw-vars, and the update test reads the VM's UEFI variables with it).

@@ -530,3 +530,49 @@ fn memory_stays_bounded_by_the_blocks_in_flight_not_the_file_size() {
     assert!(peak_mib < 200, "peak RSS {peak_mib} MiB for a 1 GiB file");
     assert!(std::fs::metadata(&img).unwrap().len() > 1 << 30);
 }
+
+/// A directory whose listing is longer than one metadata block gets the directory index
+/// (squashfs-tools-ng's rdsquashfs reads it), and the kernel, which looks names up through
+/// it, finds every name and no other.
+#[test]
+fn a_big_directory_gets_an_index_the_kernel_finds_every_name_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    let names: Vec<String> = (0..3000)
+        .map(|i| format!("entry-{i:05}-{}", "n".repeat(i % 30)))
+        .collect();
+    for n in &names {
+        std::fs::write(src.join("big").join(n), n).unwrap();
+    }
+    let img = tmp.path().join("x.sqfs");
+    squashfs(&[s(&src), s(&img)]).ok();
+    let stat = host("rdsquashfs", &[&"-s", &"/big", &img]).stdout();
+    assert!(stat.contains("Inode type: extended directory"), "{stat}");
+    let count: usize = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("Directory index entries: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no directory index:\n{stat}"));
+    assert!(count >= 5, "{stat}");
+
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    host("mount", &[&"-o", &"loop,ro", &img, &mnt]);
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| std::fs::read_to_string(mnt.join("big").join(n)).ok().as_deref() != Some(n.as_str()))
+        .collect();
+    let phantom: Vec<&str> = ["entry-00000", "entry-01500-nn", "entry-99999", "a", "zzz"]
+        .into_iter()
+        .filter(|n| mnt.join("big").join(n).exists())
+        .collect();
+    host("umount", &[&mnt]);
+    assert!(
+        missing.is_empty(),
+        "{} names not found, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(phantom.is_empty(), "found names that are not there: {phantom:?}");
+}

@@ -122,6 +122,7 @@ impl Writer<'_> {
         let tree = self.tree;
         let mut entries = Vec::with_capacity(tree.children(dir).len());
         let mut subdirs = 0;
+        let mut index_count: u16 = 0;
         for &child in tree.children(dir) {
             let t = tree.inode_of(child);
             let at = if tree.is_dir(t) {
@@ -142,16 +143,34 @@ impl Writer<'_> {
                 name: &tree.nodes[child].name,
             });
         }
-        let listing = listing(&entries);
+        let runs = listing(&entries);
         let at = self.dirs.pos();
-        self.dirs.put(&listing)?;
+        // The directory index: for the first run that starts in each further metadata block,
+        // where it starts and its first name. The kernel looks a name up from the last index
+        // entry at or before it instead of reading the whole listing (mksquashfs does the same).
+        let mut index = Vec::new();
+        let (mut len, mut block) = (0usize, at.block);
+        for run in &runs {
+            let here = self.dirs.pos();
+            if here.block != block {
+                let name = entries[run.first].name;
+                put32(&mut index, len as u32);
+                put32(&mut index, here.block);
+                put32(&mut index, name.len() as u32 - 1);
+                index.extend_from_slice(name);
+                block = here.block;
+                index_count += 1;
+            }
+            self.dirs.put(&run.bytes)?;
+            len += run.bytes.len();
+        }
         // The kernel counts "." and ".." as 3 bytes of the listing.
-        let size = listing.len() as u32 + 3;
+        let size = len as u32 + 3;
         let nlink = 2 + subdirs;
         let xattr = self.xattrs(dir)?;
         let me = self.inodes.pos();
         let mut b = Vec::with_capacity(40);
-        if size <= u16::MAX as u32 && xattr == NONE {
+        if size <= u16::MAX as u32 && xattr == NONE && index_count == 0 {
             self.header(&mut b, 1, dir)?;
             put32(&mut b, at.block);
             put32(&mut b, nlink);
@@ -164,9 +183,10 @@ impl Writer<'_> {
             put32(&mut b, size);
             put32(&mut b, at.block);
             put32(&mut b, parent);
-            b.extend_from_slice(&0u16.to_le_bytes());
+            b.extend_from_slice(&index_count.to_le_bytes());
             b.extend_from_slice(&at.offset.to_le_bytes());
             put32(&mut b, xattr);
+            b.extend_from_slice(&index);
         }
         self.inodes.put(&b)?;
         Ok(me)
@@ -291,9 +311,16 @@ impl Writer<'_> {
     }
 }
 
+/// One header and the entries under it.
+struct Run {
+    /// Index in the directory's entries of the run's first entry.
+    first: usize,
+    bytes: Vec<u8>,
+}
+
 /// Entries in runs under a header naming their inode block and a base inode number.
-fn listing(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::new();
+fn listing(entries: &[Entry]) -> Vec<Run> {
+    let mut runs = Vec::new();
     let mut i = 0;
     while i < entries.len() {
         let first = &entries[i];
@@ -304,6 +331,7 @@ fn listing(entries: &[Entry]) -> Vec<u8> {
                 e.at.block == first.at.block && (e.number as i64 - first.number as i64).abs() <= 32767
             })
             .count();
+        let mut out = Vec::new();
         put32(&mut out, run as u32 - 1);
         put32(&mut out, first.at.block);
         put32(&mut out, first.number);
@@ -314,9 +342,10 @@ fn listing(entries: &[Entry]) -> Vec<u8> {
             out.extend_from_slice(&(e.name.len() as u16 - 1).to_le_bytes());
             out.extend_from_slice(e.name);
         }
+        runs.push(Run { first: i, bytes: out });
         i += run;
     }
-    out
+    runs
 }
 
 fn basic_type(kind: &Kind) -> u16 {
@@ -377,7 +406,7 @@ mod tests {
             name,
         };
         let headers = |entries: &[Entry]| {
-            let out = listing(entries);
+            let out: Vec<u8> = listing(entries).into_iter().flat_map(|r| r.bytes).collect();
             let mut count = 0;
             let mut at = 0;
             while at < out.len() {
