@@ -33,9 +33,10 @@ impl fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.is::<Interrupted>()) {
+    use loisto_squashfs::error::{InputError, Stopped};
+    if err.chain().any(|e| e.is::<Interrupted>() || e.is::<Stopped>()) {
         130
-    } else if err.chain().any(|e| e.is::<UsageError>()) {
+    } else if err.chain().any(|e| e.is::<UsageError>() || e.is::<InputError>()) {
         2
     } else {
         1

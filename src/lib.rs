@@ -23,7 +23,6 @@ pub mod reproducible;
 pub mod runner;
 pub mod signals;
 pub mod size;
-pub mod squashfs;
 pub mod staging;
 pub mod tools;
 pub mod ui;

@@ -1,8 +1,8 @@
 //! `loisto-image squashfs`: seal a tree into a squashfs image, reusing the last image's blocks.
 
 use crate::cli::SquashfsArgs;
-use crate::squashfs::{self, Options};
 use anyhow::Result;
+use loisto_squashfs::{self as squashfs, Options};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -33,6 +33,7 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
             println!("{line}");
             let _ = std::io::stdout().flush();
         },
+        stop: &crate::signals::interrupted,
     })?;
     println!(
         "{}: {} inodes, {} files ({} duplicates stored once), {} blocks + {} fragment blocks{}, \

@@ -1,14 +1,17 @@
 //! Runs independent jobs on every core, keeping their results in job order.
 
-use crate::error::Interrupted;
-use crate::signals;
+use crate::error::Stopped;
 use anyhow::Result;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// `f(0..count)` on all cores; the first error stops the rest and is returned. Ctrl-C (once
-/// `signals::install` ran) stops them too, so nothing is left half-written.
-pub fn map<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+/// `f(0..count)` on all cores; the first error stops the rest and is returned. `stop()`
+/// turning true stops them too (with [`Stopped`]), so nothing is left half-written.
+pub fn map<T: Send>(
+    count: usize,
+    stop_asked: &(dyn Fn() -> bool + Sync),
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(count.max(1));
@@ -24,11 +27,7 @@ pub fn map<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Resu
                     if i >= count || stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let result = if signals::interrupted() {
-                        Err(Interrupted.into())
-                    } else {
-                        f(i)
-                    };
+                    let result = if stop_asked() { Err(Stopped.into()) } else { f(i) };
                     match result {
                         Ok(v) => *slots[i].lock().expect("slot lock") = Some(v),
                         Err(e) => {
@@ -56,11 +55,16 @@ mod tests {
     #[test]
     fn keeps_order_and_reports_a_failure() {
         assert_eq!(
-            map(100, |i| Ok(i * 2)).unwrap(),
+            map(100, &|| false, |i| Ok(i * 2)).unwrap(),
             (0..100).map(|i| i * 2).collect::<Vec<_>>()
         );
-        let err = map(100, |i| if i == 42 { anyhow::bail!("job {i}") } else { Ok(i) }).unwrap_err();
+        let err = map(100, &|| false, |i| {
+            if i == 42 { anyhow::bail!("job {i}") } else { Ok(i) }
+        })
+        .unwrap_err();
         assert_eq!(err.to_string(), "job 42");
-        assert!(map(0, Ok).unwrap().is_empty());
+        assert!(map(0, &|| false, Ok).unwrap().is_empty());
+        let stopped = map(10, &|| true, Ok).unwrap_err();
+        assert!(stopped.is::<Stopped>());
     }
 }

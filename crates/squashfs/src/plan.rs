@@ -45,7 +45,7 @@ pub struct Plan {
     pub tail_at: Vec<Option<(u32, u32)>>,
 }
 
-pub fn plan(tree: &Tree, block_size: u32) -> Result<Plan> {
+pub fn plan(tree: &Tree, block_size: u32, stop: &(dyn Fn() -> bool + Sync)) -> Result<Plan> {
     let nodes: Vec<(usize, u64)> = tree
         .nodes
         .iter()
@@ -56,7 +56,7 @@ pub fn plan(tree: &Tree, block_size: u32) -> Result<Plan> {
         })
         .collect();
     let zero = sha256(&vec![0u8; block_size as usize]);
-    let mut files = super::parallel::map(nodes.len(), |i| {
+    let mut files = super::parallel::map(nodes.len(), stop, |i| {
         let (node, size) = nodes[i];
         hash_file(tree, node, size, block_size, &zero)
     })?;
@@ -218,7 +218,7 @@ mod tests {
             ("d", 0),
             ("e", 8192),
         ]);
-        let p = plan(&tree, 4096).unwrap();
+        let p = plan(&tree, 4096, &|| false).unwrap();
         let by_name = |n: &str| {
             p.files
                 .iter()
@@ -250,7 +250,7 @@ mod tests {
         std::fs::write(dir.path().join("x"), vec![7u8; 5000]).unwrap();
         std::fs::write(dir.path().join("y"), vec![7u8; 5000]).unwrap();
         let tree = Tree::walk(dir.path(), &[], Some(0)).unwrap();
-        let p = plan(&tree, 4096).unwrap();
+        let p = plan(&tree, 4096, &|| false).unwrap();
         assert_eq!(p.files[1].same_as, Some(0));
         assert_eq!(p.tail_at[1], None, "the copy's tail is not packed twice");
         assert_eq!(p.fragments.iter().map(|f| f.parts.len()).sum::<usize>(), 1);
@@ -269,7 +269,7 @@ mod tests {
             let files = sized(grow);
             let refs: Vec<(&str, usize)> = files.iter().map(|(n, s)| (n.as_str(), *s)).collect();
             let (_d, tree) = tree_of(&refs);
-            plan(&tree, 4096)
+            plan(&tree, 4096, &|| false)
                 .unwrap()
                 .fragments
                 .iter()

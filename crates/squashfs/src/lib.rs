@@ -11,13 +11,14 @@
 //! table, fragment table, id table, xattr table. No export table (NFS).
 
 mod blocks;
+pub mod error;
 mod inode;
 mod meta;
 mod parallel;
 mod plan;
 mod tree;
 
-use crate::error::UsageError;
+use crate::error::InputError;
 use anyhow::{Context, Result, bail};
 use blocks::{BlockCache, Key, Stored, compress, sha256};
 use inode::{FileLoc, NONE};
@@ -50,6 +51,9 @@ pub struct Options<'a> {
     pub cache: Option<&'a Path>,
     /// Told what is about to be compressed, before the slow part.
     pub progress: &'a (dyn Fn(&str) + Sync),
+    /// Asked between blocks whether to stop (Ctrl-C): then the write ends with
+    /// [`error::Stopped`] and the temporary image is removed.
+    pub stop: &'a (dyn Fn() -> bool + Sync),
 }
 
 #[derive(Debug)]
@@ -94,13 +98,13 @@ pub fn write(o: &Options) -> Result<Report> {
             "block size {} is not a power of two from 4096 to 1048576",
             o.block_size
         );
-        return Err(UsageError::new(msg).into());
+        return Err(InputError::new(msg).into());
     }
     if !o.source.is_dir() {
-        return Err(UsageError::new(format!("{} is not a directory", o.source.display())).into());
+        return Err(InputError::new(format!("{} is not a directory", o.source.display())).into());
     }
     if o.output.is_dir() {
-        return Err(UsageError::new(format!(
+        return Err(InputError::new(format!(
             "{} is a directory; give the image file's path",
             o.output.display()
         ))
@@ -114,7 +118,7 @@ pub fn write(o: &Options) -> Result<Report> {
     }
     let ids: std::collections::HashSet<u32> = tree.nodes.iter().flat_map(|n| [n.uid, n.gid]).collect();
     if ids.len() > inode::MAX_IDS {
-        return Err(UsageError::new(format!(
+        return Err(InputError::new(format!(
             "{} has {} distinct uids and gids; a squashfs image holds at most {} (--all-root makes every \
              entry root's)",
             o.source.display(),
@@ -123,7 +127,7 @@ pub fn write(o: &Options) -> Result<Report> {
         ))
         .into());
     }
-    let plan = plan::plan(&tree, o.block_size)?;
+    let plan = plan::plan(&tree, o.block_size, o.stop)?;
     let cache = o.cache.map(|dir| BlockCache::open(dir, o.level));
 
     let mut jobs = Vec::new();
@@ -250,7 +254,7 @@ impl BlockStream<'_> {
             if start == end {
                 bail!("the image asked for more blocks than were planned");
             }
-            let got = parallel::map(end - start, |i| {
+            let got = parallel::map(end - start, self.o.stop, |i| {
                 let job = &self.jobs[start + i];
                 if let Some(s) = self.cache.and_then(|c| c.get(&job.key(self.plan))) {
                     return Ok((s, true));

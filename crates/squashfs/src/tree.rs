@@ -1,7 +1,7 @@
 //! The source tree as the image will hold it: entries sorted by name (squashfs looks names up in
 //! that order), hard links inside the tree folded into one inode, excluded paths left out.
 
-use crate::error::UsageError;
+use crate::error::InputError;
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -126,7 +126,7 @@ impl Walk<'_> {
         let len = path.as_os_str().len();
         if len >= PATH_MAX {
             let bytes = path.as_os_str().as_bytes();
-            return Err(UsageError::new(format!(
+            return Err(InputError::new(format!(
                 "{}...{}: the path is {len} bytes long, more than the {PATH_MAX} the system calls take; \
                  shorten the tree's names or nesting",
                 String::from_utf8_lossy(&bytes[..60]),
@@ -139,7 +139,7 @@ impl Walk<'_> {
         // Checked here, before anything is compressed: squashfs has no place for system.*
         // attributes (POSIX ACLs), and mksquashfs drops them silently.
         if let Some(x) = xattrs.iter().find(|x| split_xattr_name(&x.name).is_none()) {
-            return Err(UsageError::new(format!(
+            return Err(InputError::new(format!(
                 "{}: extended attribute {} is outside the user., trusted. and security. namespaces, the only \
                  ones squashfs stores (a POSIX ACL? remove it with setfacl -b)",
                 path.display(),
