@@ -21,7 +21,7 @@ pub struct Step<'a> {
 }
 
 /// Runs `bash SCRIPT` in `cwd`; returns how it ended and its last lines of output.
-pub fn run_script(
+fn run_script(
     cwd: &Path,
     step: &Step,
     env: &[(String, String)],
@@ -95,7 +95,7 @@ pub fn run_step(
     Ok(exit)
 }
 
-pub fn report_failure(id: &str, exit: &PhaseExit, lines: &[String], log_path: &Path) -> Result<()> {
+fn report_failure(id: &str, exit: &PhaseExit, lines: &[String], log_path: &Path) -> Result<()> {
     let mut err = std::io::stderr().lock();
     writeln!(
         err,
