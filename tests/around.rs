@@ -293,3 +293,38 @@ fn chroot_stopped_with_sigterm_takes_its_command_along() {
     }
     assert_eq!(processes_in(&root), Vec::<String>::new(), "outlived chroot");
 }
+
+/// The window between starting the namespace and watching for signals: a SIGTERM that lands
+/// while the command is still being set up must end it just the same, not kill us alone.
+#[test]
+fn chroot_stopped_while_its_command_starts_still_takes_it_along() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    busybox_rootfs(&root);
+    let p = TestProject::new();
+    for attempt in 0..5 {
+        let mut child = p
+            .cmd(&["chroot", "--rootfs", root.to_str().unwrap(), "--", "sleep", "300"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // No sleep: signal the moment the first process has entered the root.
+        while processes_in(&root).is_empty() {
+            assert!(std::time::Instant::now() < until, "the command never started");
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "attempt {attempt}: {status:?}");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !processes_in(&root).is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            processes_in(&root),
+            Vec::<String>::new(),
+            "attempt {attempt}: outlived chroot"
+        );
+    }
+}

@@ -66,9 +66,22 @@ pub fn run(g: &Global, args: &ChrootArgs) -> Result<i32> {
         return Err(std::io::Error::last_os_error())
             .context("creating a PID namespace for the chroot (needs root)");
     }
+    // The child owns the terminal's attention; Ctrl-C belongs to it, not to us. SIGTERM and
+    // SIGHUP (a CI job's timeout, a closed terminal) end the whole namespace. Both are set
+    // before the spawn: a SIGTERM while the namespace is being set up must not kill us alone
+    // and leave init to its PDEATHSIG.
+    // SAFETY: plain signal dispositions of this process.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    signals::catch(&[libc::SIGTERM, libc::SIGHUP]);
     // SAFETY: runs in the child between fork and exec: only the prepared C strings and syscalls.
     unsafe {
         cmd.pre_exec(move || {
+            // Init never execs, and an ignored SIGINT would survive the exec of the command.
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -77,12 +90,6 @@ pub fn run(g: &Global, args: &ChrootArgs) -> Result<i32> {
         });
     }
     let mut child = proc::spawn(&mut cmd).with_context(|| format!("entering {}", rootfs.display()))?;
-    // The child owns the terminal's attention; Ctrl-C belongs to it, not to us. SIGTERM and
-    // SIGHUP (a CI job's timeout, a closed terminal) end the whole namespace.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-    }
-    signals::catch(&[libc::SIGTERM, libc::SIGHUP]);
     loop {
         if let Some(status) = child.try_wait().context("waiting for the chroot command")? {
             return Ok(status
