@@ -5,15 +5,13 @@ mod common;
 
 use common::TestProject;
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A project whose one phase fakes the artifacts `bundle` reads.
 fn fake_build(conf_extra: &str) -> TestProject {
-    let p = TestProject::new();
-    p.file(
-        "image.conf",
-        &format!("IMAGE_ID=t\nIMAGE_VERSION=1\nSOURCE_DATE_EPOCH=1\n{conf_extra}"),
-    );
+    let p = TestProject::with_conf(&format!(
+        "IMAGE_ID=t\nIMAGE_VERSION=1\nSOURCE_DATE_EPOCH=1\n{conf_extra}"
+    ));
     p.phase(
         "10-fake",
         "for s in root.squashfs root.verity boot.vfat; do head -c 8192 /dev/urandom > \"$OUTPUT/t_1.$s\"; done",
@@ -23,12 +21,11 @@ fn fake_build(conf_extra: &str) -> TestProject {
 }
 
 fn nothing_written(p: &TestProject) {
-    let names: Vec<String> = std::fs::read_dir(p.output())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let bundles: Vec<String> = common::names_in(&p.output())
+        .into_iter()
         .filter(|n| n.contains("raucb"))
         .collect();
-    assert!(names.is_empty(), "bundle files were written: {names:?}");
+    assert!(bundles.is_empty(), "bundle files were written: {bundles:?}");
 }
 
 #[test]
@@ -51,10 +48,7 @@ fn bundle_refuses_no_build_missing_compatible_and_missing_keys() {
 fn keys_are_private_and_never_overwritten_without_force() {
     let p = TestProject::new();
     p.run(&["keys"]).ok();
-    let mode = |f: &str| {
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p.path().join(f)).unwrap().permissions())
-            & 0o777
-    };
+    let mode = |f: &str| common::mode_of(&p.path().join(f));
     assert_eq!(mode("keys/rauc-release.key"), 0o600);
     assert_eq!(mode("keys/secureboot.key"), 0o600);
     assert_eq!(p.read("rauc/keyring.pem"), p.read("keys/ca.crt"));
@@ -162,12 +156,7 @@ fn bundle_refuses_artifacts_that_changed_since_the_build() {
 fn bundle_takes_compatible_and_version_from_the_build_and_keys_in_pairs() {
     let p = bundled();
     let r = p.run(&["--set", "COMPATIBLE=other", "--set", "IMAGE_VERSION=9", "bundle"]);
-    r.ok();
-    assert!(
-        r.stdout().contains("compatible=t-dev, version=1"),
-        "{}",
-        r.stdout()
-    );
+    r.ok().stdout_has("compatible=t-dev, version=1");
     let cert = p.path().join("keys/rauc-release.crt");
     p.run(&["bundle", "--cert", cert.to_str().unwrap()])
         .fails_with(2, "--key");
@@ -192,7 +181,10 @@ fn a_partial_build_does_not_carry_an_old_bundle_into_its_record() {
 }
 
 /// A root file system of one static busybox: enough for `chroot` to run shell commands.
-fn busybox_rootfs(dir: &Path) {
+/// A root file system of busybox alone, in a temporary directory (kept while the first half lives).
+fn busybox_rootfs() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("root");
     for d in ["usr/bin", "proc", "sys", "dev", "run", "etc", "tmp"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -201,13 +193,12 @@ fn busybox_rootfs(dir: &Path) {
         std::os::unix::fs::symlink("busybox", dir.join("usr/bin").join(tool)).unwrap();
     }
     std::os::unix::fs::symlink("usr/bin", dir.join("bin")).unwrap();
+    (t, dir)
 }
 
 #[test]
 fn chroot_no_network_has_its_own_network_namespace() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    busybox_rootfs(&root);
+    let (_t, root) = busybox_rootfs();
     let p = TestProject::new();
     let r = root.to_str().unwrap();
     // /proc/net/dev lists the interfaces of the namespace the command runs in.
@@ -259,9 +250,7 @@ fn processes_in(root: &Path) -> Vec<String> {
 
 #[test]
 fn chroot_stopped_with_sigterm_takes_its_command_along() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    busybox_rootfs(&root);
+    let (_t, root) = busybox_rootfs();
     let p = TestProject::new();
     let mut child = p
         .cmd(&[
@@ -298,9 +287,7 @@ fn chroot_stopped_with_sigterm_takes_its_command_along() {
 /// while the command is still being set up must end it just the same, not kill us alone.
 #[test]
 fn chroot_stopped_while_its_command_starts_still_takes_it_along() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    busybox_rootfs(&root);
+    let (_t, root) = busybox_rootfs();
     let p = TestProject::new();
     for attempt in 0..5 {
         let mut child = p

@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{BIN, Run, copy_repo_project};
+use common::{RepoProject, Run};
 use std::path::Path;
-use std::process::Command;
 
 fn sh(script: &str) {
     common::host("bash", &[&"-euo", &"pipefail", &"-c", &script]);
@@ -65,8 +64,8 @@ fn pacstrap_installs_exactly_the_requested_packages_from_a_local_repository() {
         repo.display()
     ));
 
-    let project = tmp.path().join("project");
-    copy_repo_project(&project);
+    let p = RepoProject::at(&tmp.path().join("image"));
+    let project = &p.project;
     std::fs::write(
         project.join("test-pacman.conf"),
         format!(
@@ -75,16 +74,20 @@ fn pacstrap_installs_exactly_the_requested_packages_from_a_local_repository() {
         ),
     )
     .unwrap();
-    let r = Run(Command::new(BIN)
-        .arg("-C")
-        .arg(&project)
-        .args(["--set", "DISTRO=arch", "--set", "PACMAN_CONF=test-pacman.conf"])
-        .args(["--set", "ARCH_PACKAGES=loisto-test-base loisto-test-hello"])
-        .args(["build", "--to", "30-configure", "--skip", "15-initrd"])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap());
-    r.ok();
+    p.run(&[
+        "--set",
+        "DISTRO=arch",
+        "--set",
+        "PACMAN_CONF=test-pacman.conf",
+        "--set",
+        "ARCH_PACKAGES=loisto-test-base loisto-test-hello",
+        "build",
+        "--to",
+        "30-configure",
+        "--skip",
+        "15-initrd",
+    ])
+    .ok();
     let log = std::fs::read_to_string(project.join("output/logs/00-bootstrap.log")).unwrap();
     assert!(log.contains("pacstrap") || log.contains("Installing"), "{log}");
 
@@ -138,12 +141,26 @@ fn evil_tar(path: &Path, members: &str) {
     common::host("/usr/bin/python3", &[&"-c", &script]);
 }
 
+/// The bootstrap phase alone, importing `tar`.
+fn build_from(p: &RepoProject, tar: &Path) -> Run {
+    let tar = format!("ROOTFS_TAR={}", tar.display());
+    p.run(&[
+        "--set",
+        "BOOTSTRAP=rootfs",
+        "--set",
+        &tar,
+        "build",
+        "--only",
+        "00",
+    ])
+}
+
 #[test]
 #[ignore = "needs bsdtar (scripts/install-host-deps.sh)"]
 fn rootfs_tarballs_that_escape_are_refused_and_write_nothing_outside() {
     let tmp = tempfile::tempdir().unwrap();
-    let project = tmp.path().join("project");
-    copy_repo_project(&project);
+    let p = RepoProject::at(&tmp.path().join("image"));
+    let project = &p.project;
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let cases = [
@@ -174,16 +191,7 @@ fn rootfs_tarballs_that_escape_are_refused_and_write_nothing_outside() {
     for (name, members, why) in cases {
         let tar = tmp.path().join(format!("{name}.tar"));
         evil_tar(&tar, &members);
-        let r = Run(Command::new(BIN)
-            .arg("-C")
-            .arg(&project)
-            .args(["--set", "BOOTSTRAP=rootfs", "--set"])
-            .arg(format!("ROOTFS_TAR={}", tar.display()))
-            .args(["build", "--only", "00"])
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap());
-        r.fails_with(1, why);
+        build_from(&p, &tar).fails_with(1, why);
         assert!(
             std::fs::read_dir(&outside).unwrap().next().is_none(),
             "{name}: something was written outside"
@@ -196,14 +204,6 @@ fn rootfs_tarballs_that_escape_are_refused_and_write_nothing_outside() {
     // A harmless absolute symlink (as in every Debian rootfs) is fine.
     let ok = tmp.path().join("ok.tar");
     evil_tar(&ok, "l('etc/localtime', '/usr/share/zoneinfo/Etc/UTC')");
-    let r = Run(Command::new(BIN)
-        .arg("-C")
-        .arg(&project)
-        .args(["--set", "BOOTSTRAP=rootfs", "--set"])
-        .arg(format!("ROOTFS_TAR={}", ok.display()))
-        .args(["build", "--only", "00"])
-        .output()
-        .unwrap());
-    r.ok();
+    build_from(&p, &ok).ok();
     assert!(project.join("build/rootfs/usr/lib/os-release").is_file());
 }

@@ -4,40 +4,21 @@
 
 mod common;
 
-use common::{BIN, Run, host, host_in};
+use common::{RepoProject, Run, host, host_in, host_try};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 const HEALTH: &str = r"^LOISTO-HEALTH id=loisto version=0\.1\.0 slot=A .*root=/dev/mapper/\S+ dm=verity$";
 
-struct Built {
-    /// A copy of the repository's image project: tests write keys and sysext confs here.
-    project: PathBuf,
-    work: PathBuf,
-    output: PathBuf,
-}
-
-/// Copies the repository's image project into target/ and builds it once per test binary,
-/// so tests never touch the repository's own output/, keys/ or rauc/keyring.pem.
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
+/// The repository's image project, copied into target/ and built once per test binary; tests
+/// write keys and sysext confs into the copy.
+fn built() -> &'static RepoProject {
+    static BUILT: OnceLock<Result<RepoProject, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
-        let project = work.join("project");
-        if project.exists() {
-            // A killed run may have left a rootfs behind; chattr-free trees delete fine.
-            std::fs::remove_dir_all(&project).map_err(|e| format!("cleaning {}: {e}", project.display()))?;
-        }
-        std::fs::create_dir_all(&project).unwrap();
-        common::copy_repo_project(&project);
-        let output = project.join("output");
-        let b = Built {
-            project,
-            work,
-            output,
-        };
+        let b = RepoProject::fresh("e2e");
         // FLASH_FILES: the release forms of the disk too (flash test below).
         let r = Run(b
             .cmd(&["build"])
@@ -56,47 +37,48 @@ fn built() -> &'static Built {
     built.as_ref().unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Built {
-    /// The binary on the copied project.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("-C")
-            .arg(&self.project)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env_remove("GITHUB_ACTIONS");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        Run(self.cmd(args).output().unwrap())
-    }
+/// The shared build, for this test alone until it drops: the image tests share one build, some
+/// rebuild parts of it, and two TCG guests on two cores only slow each other down.
+struct Alone {
+    b: &'static RepoProject,
+    _one: MutexGuard<'static, ()>,
 }
 
-/// One image test at a time: they share one build, some rebuild parts of it, and two TCG
-/// guests on two cores only slow each other down.
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+fn built_alone() -> Alone {
     static ONE: Mutex<()> = Mutex::new(());
-    ONE.lock().unwrap_or_else(|e| e.into_inner())
+    let one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    Alone {
+        b: built(),
+        _one: one,
+    }
 }
 
-fn boot(args: &[&str], env: &[(&str, &str)]) -> (Run, Duration) {
-    let b = built();
-    let mut c = b.cmd(&["vm", "--headless"]);
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
+impl Deref for Alone {
+    type Target = RepoProject;
+    fn deref(&self) -> &RepoProject {
+        self.b
     }
-    let start = Instant::now();
-    let out = c.output().unwrap();
-    (Run(out), start.elapsed())
+}
+
+impl Alone {
+    /// `vm --headless` on the build's disk with `args`; the run and how long it took.
+    fn boot(&self, args: &[&str], env: &[(&str, &str)]) -> (Run, Duration) {
+        let mut c = self.cmd(&["vm", "--headless"]);
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let start = Instant::now();
+        let out = c.output().unwrap();
+        (Run(out), start.elapsed())
+    }
 }
 
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn default_image_builds_and_boots_to_the_health_line() {
-    let _one = exclusive();
-    let (r, _) = boot(
+    let b = built_alone();
+    let (r, _) = b.boot(
         &["--expect", HEALTH, "--timeout", "180"],
         &[("LOISTO_VM_ACCEL", "auto")],
     );
@@ -114,7 +96,7 @@ fn default_image_builds_and_boots_to_the_health_line() {
             && l.contains(" slowest=")),
         "{err}"
     );
-    let serial = std::fs::read_to_string(built().output.join("logs/vm-serial.log")).unwrap();
+    let serial = std::fs::read_to_string(b.output.join("logs/vm-serial.log")).unwrap();
     assert!(
         serial.contains("LOISTO-HEALTH id=loisto"),
         "serial log lacks the health line"
@@ -124,15 +106,12 @@ fn default_image_builds_and_boots_to_the_health_line() {
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn direct_kernel_boot_skips_the_firmware_and_still_reaches_the_health_line() {
-    let _one = exclusive();
-    let (r, _) = boot(
-        &["--direct-kernel", "--expect", HEALTH, "--timeout", "180"],
-        &[("LOISTO_VM_ACCEL", "tcg")],
-    );
+    let b = built_alone();
+    let (r, _) = b.boot(&["--direct-kernel", "--expect", HEALTH, "--timeout", "180"], &[]);
     r.ok();
     let err = r.stderr();
     assert!(err.contains("not how a device boots"), "{err}");
-    let serial = std::fs::read_to_string(built().output.join("logs/vm-serial.log")).unwrap();
+    let serial = std::fs::read_to_string(b.output.join("logs/vm-serial.log")).unwrap();
     assert!(!serial.contains("BdsDxe"), "the firmware ran");
     assert!(serial.contains("secureboot=none"), "UEFI variables were there");
 }
@@ -140,17 +119,16 @@ fn direct_kernel_boot_skips_the_firmware_and_still_reaches_the_health_line() {
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn a_flipped_byte_in_the_os_partition_stops_the_boot() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     let image = b.output.join("loisto_0.1.0.img");
     let bad = b.work.join("corrupt.img");
     host("cp", &[&"--sparse=always", &image, &bad]);
     let (start, _) = partition(&bad, "root-a");
     // Block 1 of the squashfs is read while mounting the root, so the boot must hit it.
     flip_byte(&bad, start + 4096 + 17);
-    let (r, took) = boot(
+    let (r, took) = b.boot(
         &[bad.to_str().unwrap(), "--expect", HEALTH, "--timeout", "180"],
-        &[("LOISTO_VM_ACCEL", "tcg")],
+        &[],
     );
     assert_ne!(r.code(), 0, "a corrupted image booted:\n{}", r.stderr());
     assert!(
@@ -171,8 +149,7 @@ fn a_flipped_byte_in_the_os_partition_stops_the_boot() {
 #[test]
 #[ignore = "builds a real image (minutes)"]
 fn the_build_records_split_artifacts_checksums_and_verity_layout() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     let o = &b.output;
     for name in [
         "img",
@@ -275,8 +252,7 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
 #[test]
 #[ignore = "builds a real image (minutes)"]
 fn the_flash_files_give_the_disk_back_through_bmaptool_and_the_disk_holds_only_data() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     let o = &b.output;
     // 80-flash alone, on the last build's disk (other tests rebuild without FLASH_FILES).
     let r = Run(b
@@ -326,10 +302,10 @@ fn the_flash_files_give_the_disk_back_through_bmaptool_and_the_disk_holds_only_d
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn first_boot_on_an_8_gib_disk_ends_with_every_partition_in_place() {
-    let _one = exclusive();
-    let state = built().work.join("state-8g");
+    let b = built_alone();
+    let state = b.work.join("state-8g");
     let _ = std::fs::remove_dir_all(&state);
-    let (r, _) = boot(
+    let (r, _) = b.boot(
         &[
             "--state",
             state.to_str().unwrap(),
@@ -340,7 +316,7 @@ fn first_boot_on_an_8_gib_disk_ends_with_every_partition_in_place() {
             "--timeout",
             "300",
         ],
-        &[("LOISTO_VM_ACCEL", "tcg")],
+        &[],
     );
     r.ok();
     let disk = state.join("disk.img");
@@ -418,8 +394,7 @@ fn mounted_below(dir: &Path) -> Vec<String> {
 #[test]
 #[ignore = "needs a real built rootfs (minutes)"]
 fn chroot_runs_in_the_rootfs_passes_the_exit_code_and_leaves_nothing_mounted() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     let rootfs = b.project.join("build/rootfs");
     let probe = "test -r /proc/self/status && test -d /sys/class && test -c /dev/null && test -d /dev/pts \
                  && grep -q ' /run tmpfs ' /proc/mounts && grep -q '^ID=debian' /usr/lib/os-release; exit $((3 + $?))";
@@ -448,18 +423,10 @@ fn chroot_runs_in_the_rootfs_passes_the_exit_code_and_leaves_nothing_mounted() {
 #[test]
 #[ignore = "needs a real build (minutes)"]
 fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     b.run(&["keys"]).ok();
     for k in ["ca.key", "rauc-release.key", "secureboot.key"] {
-        let mode = std::fs::metadata(b.project.join("keys").join(k))
-            .unwrap()
-            .permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600,
-            "{k}"
-        );
+        assert_eq!(common::mode_of(&b.project.join("keys").join(k)), 0o600, "{k}");
     }
     let before = std::fs::read(b.project.join("keys/ca.key")).unwrap();
     b.run(&["keys"]).fails_with(2, "keys exist already");
@@ -487,16 +454,12 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
     b.run(&["verify"]).ok();
     let keyring = b.project.join("rauc/keyring.pem");
     let info = |bundle: &Path, keyring: &Path| {
-        Command::new("rauc")
-            .arg("info")
-            .arg(format!("--keyring={}", keyring.display()))
-            .arg(bundle)
-            .output()
-            .unwrap()
+        host_try(
+            "rauc",
+            &[&"info", &format!("--keyring={}", keyring.display()), &bundle],
+        )
     };
-    let good = info(&bundle, &keyring);
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
-    let text = String::from_utf8_lossy(&good.stdout);
+    let text = info(&bundle, &keyring).ok().stdout();
     assert!(
         text.contains("Compatible:     'loisto-console'") || text.contains("'loisto-console'"),
         "{text}"
@@ -513,32 +476,34 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
     std::fs::copy(&bundle, &flipped).unwrap();
     flip_byte(&flipped, len - 200);
     assert!(
-        !info(&flipped, &keyring).status.success(),
+        info(&flipped, &keyring).code() != 0,
         "a bundle with a flipped signature byte verified"
     );
     std::fs::copy(&bundle, &flipped).unwrap();
     flip_byte(&flipped, len / 2);
     let extract_to = b.work.join("extracted");
     let _ = std::fs::remove_dir_all(&extract_to);
-    let extract = Command::new("rauc")
-        .arg("extract")
-        .arg(format!("--keyring={}", keyring.display()))
-        .arg(&flipped)
-        .arg(&extract_to)
-        .output()
-        .unwrap();
-    assert!(
-        !extract.status.success(),
+    let extract = host_try(
+        "rauc",
+        &[
+            &"extract",
+            &format!("--keyring={}", keyring.display()),
+            &flipped,
+            &extract_to,
+        ],
+    );
+    assert_ne!(
+        extract.code(),
+        0,
         "a bundle with a flipped payload byte was extracted"
     );
-    let why = String::from_utf8_lossy(&extract.stderr);
-    assert!(why.contains("corrupted"), "{why}");
+    assert!(extract.stderr().contains("corrupted"), "{}", extract.stderr());
 
     // Another CA's keyring must refuse it.
     let other = tempfile::tempdir().unwrap();
     let (_, c) = common::foreign_signing_pair(other.path());
     assert!(
-        !info(&bundle, &c).status.success(),
+        info(&bundle, &c).code() != 0,
         "a bundle verified against a foreign keyring"
     );
 
@@ -549,25 +514,27 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
             .lines()
             .find(|l| !l.starts_with("-----") && l.len() > 20)
             .unwrap();
-        let grep = Command::new("grep")
-            .args(["-r", "-l", "-F", "-a", "--", line])
-            .arg(b.project.join("build/rootfs"))
-            .arg(&b.output)
-            .output()
-            .unwrap();
-        assert!(
-            grep.stdout.is_empty(),
-            "{key} material found in: {}",
-            String::from_utf8_lossy(&grep.stdout)
+        let grep = host_try(
+            "grep",
+            &[
+                &"-r",
+                &"-l",
+                &"-F",
+                &"-a",
+                &"--",
+                &line,
+                &b.project.join("build/rootfs"),
+                &b.output,
+            ],
         );
+        assert_eq!(grep.stdout(), "", "{key} material found");
     }
 }
 
 #[test]
 #[ignore = "needs a real built rootfs (minutes)"]
 fn sysext_images_merge_onto_the_rootfs_and_a_wrong_id_is_refused() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     std::fs::write(
         b.project.join("sysext/wrongid.conf"),
         "SYSEXT_VERSION=1\nID=fedora\nVERSION_ID=40\nFILES=sysext/emulators\n",
@@ -635,8 +602,7 @@ fn sysext_images_merge_onto_the_rootfs_and_a_wrong_id_is_refused() {
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn an_exported_rootfs_rebuilds_with_bootstrap_rootfs_and_boots() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     let tar = b.work.join("exported-rootfs.tar");
     let rootfs = b.project.join("build/rootfs");
     host(
@@ -653,16 +619,7 @@ fn an_exported_rootfs_rebuilds_with_bootstrap_rootfs_and_boots() {
             &".",
         ],
     );
-    let project = b.work.join("from-rootfs");
-    if project.exists() {
-        std::fs::remove_dir_all(&project).unwrap();
-    }
-    common::copy_repo_project(&project);
-    let other = Built {
-        project: project.clone(),
-        work: b.work.clone(),
-        output: project.join("output"),
-    };
+    let other = RepoProject::at(&b.work.join("from-rootfs"));
     let tar_set = format!("ROOTFS_TAR={}", tar.display());
     let r = other.run(&["--set", "BOOTSTRAP=rootfs", "--set", &tar_set, "build"]);
     r.ok();
@@ -672,9 +629,9 @@ fn an_exported_rootfs_rebuilds_with_bootstrap_rootfs_and_boots() {
         "{log}"
     );
 
-    let mut vm = other.cmd(&["vm", "--headless", "--expect", HEALTH, "--timeout", "180"]);
-    vm.env("LOISTO_VM_ACCEL", "tcg");
-    Run(vm.output().unwrap()).ok();
+    other
+        .run(&["vm", "--headless", "--expect", HEALTH, "--timeout", "180"])
+        .ok();
 }
 
 /// The cache end to end: an overlay change restores the expensive phases and still equals a
@@ -683,8 +640,7 @@ fn an_exported_rootfs_rebuilds_with_bootstrap_rootfs_and_boots() {
 #[test]
 #[ignore = "several real builds (minutes)"]
 fn rebuilds_restore_what_did_not_change_and_equal_a_clean_build() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     let extra = b.project.join("overlay/etc/loisto-note");
     std::fs::write(&extra, format!("changed at {:?}\n", std::time::SystemTime::now())).unwrap();
     let _cleanup = Cleanup(extra.clone());
@@ -827,8 +783,7 @@ impl Drop for Cleanup {
 #[test]
 #[ignore = "needs a real build (minutes)"]
 fn the_os_image_carries_nothing_of_the_build_host() {
-    let _one = exclusive();
-    let b = built();
+    let b = built_alone();
     let tree = b.work.join("sealed-tree");
     let _ = std::fs::remove_dir_all(&tree);
     let root = b.output.join("loisto_0.1.0.root.squashfs");
@@ -850,16 +805,8 @@ fn the_os_image_carries_nothing_of_the_build_host() {
     }
     host_values.retain(|v| v.len() >= 4 && v != "localhost" && v != "loisto");
     for v in &host_values {
-        let grep = Command::new("grep")
-            .args(["-r", "-l", "-F", "-w", "--", v])
-            .arg(tree.join("etc"))
-            .output()
-            .unwrap();
-        assert!(
-            grep.stdout.is_empty(),
-            "the build host's {v:?} is in: {}",
-            String::from_utf8_lossy(&grep.stdout)
-        );
+        let grep = host_try("grep", &[&"-r", &"-l", &"-F", &"-w", &"--", v, &tree.join("etc")]);
+        assert_eq!(grep.stdout(), "", "the build host's {v:?} is in these files");
     }
     std::fs::remove_dir_all(&tree).unwrap();
 }

@@ -86,11 +86,7 @@ fn init_writes_a_whole_project_and_never_overwrites_without_force() {
     let edited = snapshot(t.path());
     let again = init(t.path(), &[]);
     again.fails_with(2, "already holds");
-    assert!(
-        again.stderr().contains("nothing was written"),
-        "{}",
-        again.stderr()
-    );
+    again.stderr_has("nothing was written");
     assert_eq!(snapshot(t.path()), edited);
     init(t.path(), &["--force"]).ok();
     assert_eq!(snapshot(t.path()), first);
@@ -124,11 +120,7 @@ fn init_distro_arch_writes_a_project_that_bootstraps_with_pacstrap() {
         .current_dir(debian.path())
         .output()
         .unwrap());
-    assert!(
-        plan.stdout().contains("00-bootstrap  tools: mmdebstrap"),
-        "{}",
-        plan.stdout()
-    );
+    plan.stdout_has("00-bootstrap  tools: mmdebstrap");
 }
 
 #[test]

@@ -17,9 +17,7 @@ fn phases_run_in_numeric_order() {
 
 #[test]
 fn phases_get_the_documented_environment_and_nothing_else() {
-    let p = TestProject::new();
-    p.file(
-        "image.conf",
+    let p = TestProject::with_conf(
         "IMAGE_ID=test\nIMAGE_VERSION=1.0\nSOURCE_DATE_EPOCH=1700000000\nGREETING=\"hello world\"\n\
          PACKAGES=( one \"two words\" 'it'\\''s' )\n",
     );
@@ -88,11 +86,8 @@ fn phases_get_the_documented_environment_and_nothing_else() {
 
 #[test]
 fn sourcing_loisto_env_keeps_the_runner_paths() {
-    let p = TestProject::new();
-    p.file(
-        "image.conf",
-        "IMAGE_ID=t\nIMAGE_VERSION=1\nOUTPUT=out\nROOTFS=tree\nSOURCE_DATE_EPOCH=5\n",
-    );
+    let p =
+        TestProject::with_conf("IMAGE_ID=t\nIMAGE_VERSION=1\nOUTPUT=out\nROOTFS=tree\nSOURCE_DATE_EPOCH=5\n");
     p.phase("10-env", "before=\"$OUTPUT $ROOTFS\"; source \"$LOISTO_ENV\"; echo \"$before|$OUTPUT $ROOTFS\" > \"$OUTPUT/paths\"");
     p.run(&["build"]).ok();
     let root = p.path().display();
@@ -319,11 +314,7 @@ fn manifest_records_artifacts_and_verify_catches_a_flipped_byte() {
     std::fs::write(&img, bytes).unwrap();
     let r = p.run(&["verify"]);
     assert_eq!(r.code(), 1);
-    assert!(
-        r.stdout().contains("changed  disk.img  (sha256"),
-        "{}",
-        r.stdout()
-    );
+    r.stdout_has("changed  disk.img  (sha256");
     std::fs::remove_file(p.path().join("output/sub/f")).unwrap();
     assert!(
         p.run(&["verify", p.output().to_str().unwrap()])
@@ -405,11 +396,7 @@ fn plain_output_has_no_escape_codes_and_github_gets_groups() {
 
 #[test]
 fn config_prints_the_resolved_values_with_overrides() {
-    let p = TestProject::new();
-    p.file(
-        "image.conf",
-        "IMAGE_ID=test\nIMAGE_VERSION=1.0\nP=(a b)\nX=\"$IMAGE_ID-x\"\n",
-    );
+    let p = TestProject::with_conf("IMAGE_ID=test\nIMAGE_VERSION=1.0\nP=(a b)\nX=\"$IMAGE_ID-x\"\n");
     let json: serde_json::Value =
         serde_json::from_str(&p.run(&["config", "--json", "--set", "P=c 'd e'"]).ok().stdout()).unwrap();
     assert_eq!(
@@ -546,11 +533,7 @@ fn an_unchanged_build_is_skipped_only_when_every_phase_declares_its_inputs() {
 /// rootfs kept outside the build directory together with its stamp and hot set.
 #[test]
 fn cached_rebuilds_resync_the_rootfs_and_clean_takes_the_stamp_along() {
-    let p = TestProject::new();
-    p.file(
-        "image.conf",
-        "IMAGE_ID=t\nIMAGE_VERSION=1\nSOURCE_DATE_EPOCH=1\nROOTFS=tree\n",
-    );
+    let p = TestProject::with_conf("IMAGE_ID=t\nIMAGE_VERSION=1\nSOURCE_DATE_EPOCH=1\nROOTFS=tree\n");
     p.file(
         "phases/10-base.sh",
         "#!/bin/bash\n# Inputs: none\n# Cache: snapshot\nset -eu\nmkdir -p \"$ROOTFS/etc\" \"$ROOTFS/usr\"\n\
@@ -712,10 +695,7 @@ fn every_artifact_is_readable_by_everyone() {
         "install -m 600 /dev/null \"$OUTPUT/hash\"; install -m 700 /dev/null \"$OUTPUT/tool\"",
     );
     p.run(&["build"]).ok();
-    let mode = |f: &str| {
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p.output().join(f)).unwrap().permissions())
-            & 0o777
-    };
+    let mode = |f: &str| common::mode_of(&p.output().join(f));
     assert_eq!(mode("hash"), 0o644);
     assert_eq!(mode("tool"), 0o755);
 }
@@ -807,9 +787,7 @@ fn a_phase_log_that_cannot_be_written_stops_the_phase_and_names_it() {
 
 #[test]
 fn a_config_key_nothing_reads_is_named_with_the_key_it_may_mean() {
-    let p = TestProject::new();
-    p.file(
-        "image.conf",
+    let p = TestProject::with_conf(
         "IMAGE_ID=test\nIMAGE_VERSION=1.0\nSOURCE_DATE_EPOCH=1700000000\nROOT_SIZE=1\nROOT_SZIE=2\n",
     );
     p.phase("10-size", "echo \"$ROOT_SIZE\" > \"$OUTPUT/size\"");
@@ -826,12 +804,7 @@ fn a_config_key_nothing_reads_is_named_with_the_key_it_may_mean() {
         )]
     );
     let r = p.run(&["--set", "IMAGE_VERISON=2", "plan"]);
-    r.ok();
-    assert!(
-        r.stderr().contains("warning: --set: IMAGE_VERISON is set, but no phase and nothing in loisto-image reads it (did you mean IMAGE_VERSION?)"),
-        "{}",
-        r.stderr()
-    );
+    r.ok().stderr_has("warning: --set: IMAGE_VERISON is set, but no phase and nothing in loisto-image reads it (did you mean IMAGE_VERSION?)");
 }
 
 #[test]

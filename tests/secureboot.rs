@@ -11,7 +11,7 @@ use std::time::Instant;
 
 const STEM: &str = "loisto_0.1.0";
 
-use common::run_tcg as run;
+use common::{RepoProject, run_tcg};
 
 fn copy(from: &Path, to: &Path) {
     common::host(
@@ -27,7 +27,7 @@ fn same(a: &Path, b: &Path) -> bool {
 /// Boots `image` under Secure Boot with the certificates in `keys`; (exit code, stderr, seconds).
 fn boot(project: &Path, keys: &Path, image: &Path, timeout: &str) -> (i32, String, f64) {
     let started = Instant::now();
-    let r = run(
+    let r = run_tcg(
         project,
         &[
             "vm",
@@ -44,24 +44,25 @@ fn boot(project: &Path, keys: &Path, image: &Path, timeout: &str) -> (i32, Strin
     (r.code(), r.stderr(), started.elapsed().as_secs_f64())
 }
 
+/// `output`'s artifacts copied to `dest` and signed there with `keys`.
+fn signed_copy(p: &RepoProject, output: &Path, keys: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    copy(output, dest);
+    p.run(&["sign", "--keys", keys.to_str().unwrap(), dest.to_str().unwrap()])
+        .ok();
+}
+
 #[test]
 #[ignore = "a full build and three QEMU boots (minutes)"]
 fn offline_signed_image_boots_under_secure_boot_and_anything_else_is_refused() {
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("secureboot");
-    if work.exists() {
-        std::fs::remove_dir_all(&work).unwrap();
-    }
-    let project = work.join("project");
-    common::copy_repo_project(&project);
+    let p = RepoProject::fresh("secureboot");
+    let (work, project) = (&p.work, &p.project);
 
     // The keys are made, then taken off the build machine: it keeps only the public keyring.
-    run(&project, &["keys"]).ok();
     let keys = work.join("offline-keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    copy(&project.join("keys"), &keys);
-    std::fs::remove_dir_all(project.join("keys")).unwrap();
+    p.keys_offline(&keys);
     let started = Instant::now();
-    run(&project, &["build"]).ok();
+    p.run(&["build"]).ok();
     eprintln!("build without keys: {:.1}s", started.elapsed().as_secs_f64());
     let unsigned = project.join("output");
     let log = std::fs::read_to_string(unsigned.join("logs/60-uki.log")).unwrap();
@@ -69,19 +70,8 @@ fn offline_signed_image_boots_under_secure_boot_and_anything_else_is_refused() {
 
     // The second stage, on a copy of the output alone.
     let release = work.join("release");
-    std::fs::create_dir_all(&release).unwrap();
-    copy(&unsigned, &release);
     let started = Instant::now();
-    run(
-        &project,
-        &[
-            "sign",
-            "--keys",
-            keys.to_str().unwrap(),
-            release.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    signed_copy(&p, &unsigned, &keys, &release);
     eprintln!("sign: {:.1}s", started.elapsed().as_secs_f64());
     for f in [".root.squashfs", ".root.verity", ".roothash"] {
         assert!(
@@ -99,13 +89,13 @@ fn offline_signed_image_boots_under_secure_boot_and_anything_else_is_refused() {
     );
 
     // Signed: boots to the health line, which says Secure Boot is on.
-    let (code, err, secs) = boot(&project, &keys, &release.join(format!("{STEM}.img")), "400");
+    let (code, err, secs) = boot(project, &keys, &release.join(format!("{STEM}.img")), "400");
     assert_eq!(code, 0, "the signed image did not boot under Secure Boot:\n{err}");
     assert!(err.contains("Secure Boot: enforced"), "{err}");
     eprintln!("signed image: health line after {secs:.1}s");
 
     // Unsigned: the firmware refuses it, and vm says so long before its timeout.
-    let (code, err, secs) = boot(&project, &keys, &unsigned.join(format!("{STEM}.img")), "400");
+    let (code, err, secs) = boot(project, &keys, &unsigned.join(format!("{STEM}.img")), "400");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Access Denied") && err.contains("refused"), "{err}");
     assert!(secs < 120.0, "the refusal took {secs:.0}s");
@@ -119,7 +109,7 @@ fn offline_signed_image_boots_under_secure_boot_and_anything_else_is_refused() {
         "IMAGE_ID=other\nIMAGE_VERSION=1\n",
     )
     .unwrap();
-    run(&other_project, &["keys"]).ok();
+    run_tcg(&other_project, &["keys"]).ok();
     let foreign_keys = work.join("foreign-db-keys");
     std::fs::create_dir_all(&foreign_keys).unwrap();
     copy(&keys, &foreign_keys);
@@ -127,19 +117,8 @@ fn offline_signed_image_boots_under_secure_boot_and_anything_else_is_refused() {
         std::fs::copy(other_project.join("keys").join(f), foreign_keys.join(f)).unwrap();
     }
     let foreign = work.join("foreign");
-    std::fs::create_dir_all(&foreign).unwrap();
-    copy(&unsigned, &foreign);
-    run(
-        &project,
-        &[
-            "sign",
-            "--keys",
-            foreign_keys.to_str().unwrap(),
-            foreign.to_str().unwrap(),
-        ],
-    )
-    .ok();
-    let (code, err, secs) = boot(&project, &keys, &foreign.join(format!("{STEM}.img")), "400");
+    signed_copy(&p, &unsigned, &foreign_keys, &foreign);
+    let (code, err, secs) = boot(project, &keys, &foreign.join(format!("{STEM}.img")), "400");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Access Denied"), "{err}");
     eprintln!("image signed by another db key: refused after {secs:.1}s");
@@ -148,7 +127,7 @@ fn offline_signed_image_boots_under_secure_boot_and_anything_else_is_refused() {
     // signing time is SOURCE_DATE_EPOCH and RSA signatures are deterministic). Only the
     // bundle, which `sign` makes and `bundle` would, is left out.
     copy(&keys, &project.join("keys"));
-    run(&project, &["build", "--from", "60"]).ok();
+    p.run(&["build", "--from", "60"]).ok();
     let one_stage: PathBuf = project.join("output");
     for f in [
         ".slot-a.efi",

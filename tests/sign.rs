@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{Run, TestProject, host, host_in};
+use common::{Run, TestProject, host, host_in, host_try};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Two different PE images stand in for the two slots' UKIs (sbsign signs any PE image).
 const PE_A: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -22,15 +21,12 @@ struct Build {
 }
 
 fn build() -> Build {
-    let p = TestProject::new();
-    p.file(
-        "image.conf",
+    let p = TestProject::with_conf(
         "IMAGE_ID=t\nIMAGE_VERSION=1\nSOURCE_DATE_EPOCH=1700000000\nCOMPATIBLE=t-dev\n",
     );
     p.run(&["keys"]).ok();
     let keys = tempfile::tempdir().unwrap();
-    copy_dir(&p.path().join("keys"), keys.path());
-    std::fs::remove_dir_all(p.path().join("keys")).unwrap();
+    common::take_keys_offline(p.path(), keys.path());
     p.phase(
         "70-fake-disk",
         &format!(
@@ -86,14 +82,7 @@ fn rauc_accepts(bundle: &Path, keyring: &Path) {
 }
 
 fn sbverify(cert: &Path, pe: &Path) -> bool {
-    Command::new("sbverify")
-        .arg("--cert")
-        .arg(cert)
-        .arg(pe)
-        .output()
-        .unwrap()
-        .status
-        .success()
+    host_try("sbverify", &[&"--cert", &cert, &pe]).code() == 0
 }
 
 #[test]
@@ -229,19 +218,24 @@ fn copy_dir(from: &Path, to: &Path) {
 fn esp_makes_the_same_bytes_every_time_and_refuses_what_does_not_fit() {
     let t = tempfile::tempdir().unwrap();
     let esp = |out: &Path, size: &str, file: &str| {
-        Command::new(common::BIN)
-            .arg("esp")
-            .arg(out)
-            .args(["--size", size, "--volume-id", "12ab34cd", "--mtime", "1700000000"])
-            .arg(format!("EFI/BOOT/BOOTX64.EFI={file}"))
-            .arg(format!("EFI/loisto/b.efi={PE_B}"))
-            .output()
-            .unwrap()
+        host_try(
+            common::BIN,
+            &[
+                &"esp",
+                &out,
+                &"--size",
+                &size,
+                &"--volume-id=12ab34cd",
+                &"--mtime=1700000000",
+                &format!("EFI/BOOT/BOOTX64.EFI={file}"),
+                &format!("EFI/loisto/b.efi={PE_B}"),
+            ],
+        )
     };
     let (one, two) = (t.path().join("one.vfat"), t.path().join("two.vfat"));
-    assert!(esp(&one, "34M", PE_A).status.success());
+    esp(&one, "34M", PE_A).ok();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert!(esp(&two, "34M", PE_A).status.success());
+    esp(&two, "34M", PE_A).ok();
     assert!(
         std::fs::read(&one).unwrap() == std::fs::read(&two).unwrap(),
         "two runs differ"
@@ -252,16 +246,9 @@ fn esp_makes_the_same_bytes_every_time_and_refuses_what_does_not_fit() {
     let big = t.path().join("big.efi");
     std::fs::File::create(&big).unwrap().set_len(40 << 20).unwrap();
     let out = t.path().join("small.vfat");
-    let r = esp(&out, "34M", big.to_str().unwrap());
-    assert_eq!(r.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&r.stderr).contains("raise BOOT_SIZE"),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    let left: Vec<_> = std::fs::read_dir(t.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    esp(&out, "34M", big.to_str().unwrap()).fails_with(1, "raise BOOT_SIZE");
+    let left: Vec<String> = common::names_in(t.path())
+        .into_iter()
         .filter(|n| n.starts_with("small"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
@@ -293,21 +280,22 @@ fn import_into_token(conf: &Path, key: &Path, cert: &Path, id: &str, label: &str
         ("pub.der", "pubkey"),
         ("cert.der", "cert"),
     ] {
-        let out = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                "/usr/lib/softhsm/libsofthsm2.so",
-                "--login",
-                "--pin",
-                "1234",
-            ])
-            .args(["--token-label", "loisto-test", "--write-object"])
-            .arg(dir.join(file))
-            .args(["--type", kind, "--id", id, "--label", label])
-            .env("SOFTHSM2_CONF", conf)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        host(
+            "env",
+            &[
+                &format!("SOFTHSM2_CONF={}", conf.display()),
+                &"pkcs11-tool",
+                &"--module=/usr/lib/softhsm/libsofthsm2.so",
+                &"--login",
+                &"--pin=1234",
+                &"--token-label=loisto-test",
+                &"--write-object",
+                &dir.join(file),
+                &format!("--type={kind}"),
+                &format!("--id={id}"),
+                &format!("--label={label}"),
+            ],
+        );
     }
 }
 
@@ -324,21 +312,18 @@ fn sign_takes_keys_from_a_pkcs11_token_and_signs_as_with_key_files() {
         format!("directories.tokendir = {}/tokens\n", hsm.path().display()),
     )
     .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "loisto-test",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    host(
+        "env",
+        &[
+            &format!("SOFTHSM2_CONF={}", conf.display()),
+            &"softhsm2-util",
+            &"--init-token",
+            &"--free",
+            &"--label=loisto-test",
+            &"--pin=1234",
+            &"--so-pin=5678",
+        ],
+    );
     for (name, id, label) in [("secureboot", "01", "db"), ("rauc-release", "02", "release")] {
         let (key, cert) = (k.join(format!("{name}.key")), k.join(format!("{name}.crt")));
         import_into_token(&conf, &key, &cert, id, label);

@@ -213,17 +213,8 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
         "--exclude",
         "no/such",
     ]);
-    run.ok();
-    assert!(
-        run.stderr().contains("--exclude no/such matched nothing"),
-        "{}",
-        run.stderr()
-    );
-    assert!(
-        run.stdout().contains("(1 duplicates stored once)"),
-        "{}",
-        run.stdout()
-    );
+    run.ok().stderr_has("--exclude no/such matched nothing");
+    run.stdout_has("(1 duplicates stored once)");
     assert_eq!(
         std::fs::metadata(&img).unwrap().len() % 4096,
         0,
@@ -277,12 +268,7 @@ fn a_rebuild_compresses_only_changed_blocks_and_equals_a_build_without_the_cache
     let cache = tmp.path().join("cache");
     let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
     let first = squashfs(&[s(&src), s(&a), "--block-cache", s(&cache)]);
-    first.ok();
-    assert!(
-        first.stdout().contains("block cache: 0 blocks reused"),
-        "{}",
-        first.stdout()
-    );
+    first.ok().stdout_has("block cache: 0 blocks reused");
 
     // One file grows a lot, one appears: only their fragment runs are compressed again (one
     // stream of tails would move every fragment after the grown file).
@@ -311,12 +297,7 @@ fn a_rebuild_compresses_only_changed_blocks_and_equals_a_build_without_the_cache
     std::fs::write(&pack, bytes).unwrap();
     let d = tmp.path().join("d");
     let healed = squashfs(&[s(&src), s(&d), "--block-cache", s(&cache)]);
-    healed.ok();
-    assert!(
-        healed.stdout().contains("cached blocks failed their checksum"),
-        "{}",
-        healed.stdout()
-    );
+    healed.ok().stdout_has("cached blocks failed their checksum");
     assert!(std::fs::read(&d).unwrap() == std::fs::read(&c).unwrap());
 
     // In a `build --no-cache` the runner says LOISTO_CACHE=off: the block cache is left alone.
@@ -326,12 +307,7 @@ fn a_rebuild_compresses_only_changed_blocks_and_equals_a_build_without_the_cache
         .env("LOISTO_CACHE", "off")
         .output()
         .unwrap());
-    run.ok();
-    assert!(
-        run.stdout().contains("block cache: not used (LOISTO_CACHE=off"),
-        "{}",
-        run.stdout()
-    );
+    run.ok().stdout_has("block cache: not used (LOISTO_CACHE=off");
     assert!(!untouched.exists());
     assert!(std::fs::read(&e).unwrap() == std::fs::read(&c).unwrap());
 }
@@ -343,11 +319,7 @@ fn bad_input_is_refused_and_leaves_no_image() {
     squashfs(&["/nonexistent/tree", s(&img)]).fails_with(2, "/nonexistent/tree is not a directory");
     squashfs(&[s(tmp.path()), s(&img), "--block-size", "1000"]).fails_with(2, "power of two");
 
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(common::names_in(tmp.path()), Vec::<String>::new(), "left behind");
 }
 
 #[test]
@@ -439,11 +411,12 @@ fn acls_and_a_directory_in_the_way_are_refused_before_compressing_and_leave_noth
     let r = squashfs(&[s(&src), s(&in_the_way)]);
     r.fails_with(2, "is a directory");
     assert!(!r.stdout().contains("compressing"), "{}", r.stdout());
-    let names: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, ["x.sqfs"], "something was left in {}", out.display());
+    assert_eq!(
+        common::names_in(&out),
+        ["x.sqfs"],
+        "something was left in {}",
+        out.display()
+    );
 
     // A POSIX ACL (system.* xattrs have no place in squashfs).
     host("setfacl", &[&"-m", &"u:1234:r", &src.join("f")]);
@@ -488,12 +461,7 @@ fn zero_blocks_are_stored_as_holes_and_read_back_as_zeros() {
     drop(f);
     let img = tmp.path().join("x.sqfs");
     let r = squashfs(&[s(&src), s(&img), "--level", "3"]);
-    r.ok();
-    assert!(
-        r.stdout().contains("509 all-zero blocks stored as holes"),
-        "{}",
-        r.stdout()
-    );
+    r.ok().stdout_has("509 all-zero blocks stored as holes");
     assert!(std::fs::metadata(&img).unwrap().len() < 400_000);
     // unsquashfs reads zeros back, and makes holes again (the inode says it is sparse).
     let out = unsquash(&img, &tmp.path().join("out"));

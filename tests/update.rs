@@ -6,39 +6,33 @@
 
 mod common;
 
-use common::Run;
+use common::{RepoProject, Run};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 struct Rig {
-    project: PathBuf,
-    work: PathBuf,
+    p: RepoProject,
+    /// The device: its disk and UEFI variables, kept across every power-on.
     state: PathBuf,
 }
 
 impl Rig {
     fn new() -> Rig {
-        let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("update");
-        if work.exists() {
-            std::fs::remove_dir_all(&work).unwrap();
-        }
-        let project = work.join("project");
-        common::copy_repo_project(&project);
+        let p = RepoProject::fresh("update");
         Rig {
-            state: work.join("machine"),
-            project,
-            work,
+            state: p.work.join("machine"),
+            p,
         }
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        common::run_tcg(&self.project, args)
+        self.p.run(args)
     }
 
     fn path(&self, name: &str) -> String {
-        self.work.join(name).to_string_lossy().into_owned()
+        self.p.work.join(name).to_string_lossy().into_owned()
     }
 
     /// Builds IMAGE_VERSION `version` with `extra` settings; returns how long it took.
@@ -76,7 +70,7 @@ impl Rig {
     /// The firmware's boot entries and BootOrder/BootNext (name -> hex data), read from the
     /// machine's UEFI variable store by virt-fw-vars, not by the guest.
     fn boot_variables(&self) -> BTreeMap<String, String> {
-        let json = self.work.join("vars.json");
+        let json = self.p.work.join("vars.json");
         common::host(
             "virt-fw-vars",
             &[&"--input", &self.state.join("vars.fd"), &"--output-json", &json],
@@ -174,7 +168,7 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
     // healthy (a unit the appliance needs does not exist), so its trial boot must roll back.
     let t_v1 = rig.build("0.1.0", &[]);
     let v1 = rig.path("v1.img");
-    std::fs::copy(rig.project.join("output/loisto_0.1.0.img"), &v1).unwrap();
+    std::fs::copy(rig.p.project.join("output/loisto_0.1.0.img"), &v1).unwrap();
     let t_v2 = rig.build("0.2.0", &[]);
     let v2 = rig.path("v2.raucb");
     let started = Instant::now();
@@ -190,7 +184,7 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
         .ok();
 
     // The same v3, signed by a CA the device does not trust.
-    let (key, cert) = common::foreign_signing_pair(&rig.work);
+    let (key, cert) = common::foreign_signing_pair(&rig.p.work);
     let (key, cert) = (key.to_string_lossy(), cert.to_string_lossy());
     let foreign = rig.path("foreign.raucb");
     rig.run(&[

@@ -81,10 +81,7 @@ fn sigterm_and_sigint_stop_qemu_remove_the_temporary_files_and_exit_130() {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!pid_alive(qemu), "signal {sig}: qemu ({qemu}) still runs");
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let left = common::names_in(&dir.path().join("tmp"));
         assert!(left.is_empty(), "signal {sig}: left behind {left:?}");
     }
 }

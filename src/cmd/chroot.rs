@@ -8,7 +8,7 @@ use crate::proc;
 use crate::project::Project;
 use crate::signals;
 use anyhow::{Context, Result};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -149,8 +149,10 @@ struct MountPlan {
     host_resolv: CString,
     /// Where the host's resolv.conf is bound, if networking is wanted and possible.
     resolv_target: Option<CString>,
-    /// A file to create in the fresh /run first (resolv.conf links into /run on systemd systems).
-    resolv_in_run: Option<CString>,
+    /// The target is a file to create in the fresh /run first (resolv.conf links into /run
+    /// on systemd systems), in these directories, made in this order.
+    resolv_in_run: bool,
+    resolv_dirs_in_run: Vec<CString>,
     /// A network namespace of its own, with only the loopback interface (up).
     own_network: bool,
 }
@@ -170,7 +172,7 @@ impl MountPlan {
                 .into());
             }
         }
-        let (mut resolv_target, mut resolv_in_run) = (None, None);
+        let (mut resolv_target, mut resolv_in_run, mut resolv_dirs_in_run) = (None, false, Vec::new());
         if network && Path::new("/etc/resolv.conf").exists() {
             let inside = root.join("etc/resolv.conf");
             match std::fs::read_link(&inside) {
@@ -183,8 +185,12 @@ impl MountPlan {
                     };
                     let abs = crate::project::normalize(&abs);
                     if let Ok(rel) = abs.strip_prefix("/run") {
-                        let t = root.join("run").join(rel);
-                        resolv_in_run = Some(c(&t)?);
+                        let run = root.join("run");
+                        let t = run.join(rel);
+                        let mut dirs: Vec<&Path> = t.ancestors().skip(1).take_while(|d| *d != run).collect();
+                        dirs.reverse();
+                        resolv_dirs_in_run = dirs.into_iter().map(c).collect::<Result<_>>()?;
+                        resolv_in_run = true;
                         resolv_target = Some(c(&t)?);
                     }
                 }
@@ -201,6 +207,7 @@ impl MountPlan {
             host_resolv: c(Path::new("/etc/resolv.conf"))?,
             resolv_target,
             resolv_in_run,
+            resolv_dirs_in_run,
             own_network: !network,
         })
     }
@@ -214,84 +221,62 @@ impl MountPlan {
                 Err(std::io::Error::last_os_error())
             }
         };
-        let null = std::ptr::null();
+        let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+        let mount = |source: Option<&CStr>,
+                     target: &CStr,
+                     fstype: Option<&CStr>,
+                     flags,
+                     data: Option<&CStr>| {
+            ok(unsafe { libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast()) })
+        };
         unsafe {
             ok(libc::unshare(libc::CLONE_NEWNS))?;
             if self.own_network {
                 ok(libc::unshare(libc::CLONE_NEWNET))?;
                 loopback_up()?;
             }
-            // Nothing done here may propagate back to the host's mount table.
-            ok(libc::mount(
-                null,
-                c"/".as_ptr(),
-                null,
-                MS_REC | MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
-            ok(libc::mount(
-                c"proc".as_ptr(),
-                self.proc_.as_ptr(),
-                c"proc".as_ptr(),
-                MS_NOSUID | MS_NODEV,
-                std::ptr::null(),
-            ))?;
-            ok(libc::mount(
-                c"/sys".as_ptr(),
-                self.sys.as_ptr(),
-                null,
-                MS_BIND | MS_REC,
-                std::ptr::null(),
-            ))?;
-            ok(libc::mount(
-                c"/dev".as_ptr(),
-                self.dev.as_ptr(),
-                null,
-                MS_BIND | MS_REC,
-                std::ptr::null(),
-            ))?;
-            ok(libc::mount(
-                c"tmpfs".as_ptr(),
-                self.run.as_ptr(),
-                c"tmpfs".as_ptr(),
-                MS_NOSUID | MS_NODEV,
-                c"mode=0755".as_ptr().cast(),
-            ))?;
-            if let Some(f) = &self.resolv_in_run {
-                // mkdir -p of the parent inside the fresh /run, then an empty file to bind onto.
-                let bytes = f.as_bytes();
-                for (i, b) in bytes.iter().enumerate().skip(1) {
-                    if *b == b'/' {
-                        let mut part = bytes[..i].to_vec();
-                        part.push(0);
-                        libc::mkdir(part.as_ptr().cast(), 0o755);
-                    }
-                }
-                let fd = libc::open(
-                    f.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                );
+        }
+        // Nothing done here may propagate back to the host's mount table.
+        mount(None, c"/", None, MS_REC | MS_PRIVATE, None)?;
+        mount(
+            Some(c"proc"),
+            &self.proc_,
+            Some(c"proc"),
+            MS_NOSUID | MS_NODEV,
+            None,
+        )?;
+        mount(Some(c"/sys"), &self.sys, None, MS_BIND | MS_REC, None)?;
+        mount(Some(c"/dev"), &self.dev, None, MS_BIND | MS_REC, None)?;
+        mount(
+            Some(c"tmpfs"),
+            &self.run,
+            Some(c"tmpfs"),
+            MS_NOSUID | MS_NODEV,
+            Some(c"mode=0755"),
+        )?;
+        if let Some(t) = &self.resolv_target {
+            // In the fresh /run: mkdir -p of the parents (made before fork: no allocating
+            // here), then an empty file to bind onto.
+            for dir in &self.resolv_dirs_in_run {
+                unsafe { libc::mkdir(dir.as_ptr(), 0o755) };
+            }
+            if self.resolv_in_run {
+                let fd = unsafe {
+                    libc::open(
+                        t.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o644,
+                    )
+                };
                 if fd >= 0 {
-                    libc::close(fd);
+                    unsafe { libc::close(fd) };
                 }
             }
-            if let Some(t) = &self.resolv_target {
-                ok(libc::mount(
-                    self.host_resolv.as_ptr(),
-                    t.as_ptr(),
-                    null,
-                    MS_BIND,
-                    std::ptr::null(),
-                ))?;
-                ok(libc::mount(
-                    null,
-                    t.as_ptr(),
-                    null,
-                    MS_BIND | MS_REMOUNT | MS_RDONLY,
-                    std::ptr::null(),
-                ))?;
-            }
+            mount(Some(&self.host_resolv), t, None, MS_BIND, None)?;
+            mount(None, t, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)?;
+        }
+        unsafe {
             ok(libc::chroot(self.root.as_ptr()))?;
             ok(libc::chdir(c"/".as_ptr()))?;
         }

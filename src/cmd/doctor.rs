@@ -50,20 +50,14 @@ pub fn run(g: &Global) -> Result<()> {
         "virt-fw-vars".into(),
         check(&["virt-fw-vars".to_string()], &mut missing),
     ));
-    rows.push((
-        "vm --secure-boot".into(),
-        "OVMF Secure Boot firmware".into(),
-        firmware::find(None, true)
-            .ok()
-            .map(|fw| format!("ok  {} + {}", fw.code.display(), fw.vars.display())),
-    ));
-    rows.push((
-        "vm".into(),
-        "OVMF firmware".into(),
-        firmware::find(None, false)
-            .ok()
-            .map(|fw| format!("ok  {} + {}", fw.code.display(), fw.vars.display())),
-    ));
+    for (command, what, secure_boot) in [
+        ("vm --secure-boot", "OVMF Secure Boot firmware", true),
+        ("vm", "OVMF firmware", false),
+    ] {
+        let found = firmware::find(None, secure_boot).ok();
+        let status = found.map(|fw| format!("ok  {} + {}", fw.code.display(), fw.vars.display()));
+        rows.push((command.into(), what.into(), status));
+    }
 
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5);
     let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(4).max(4);

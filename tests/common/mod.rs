@@ -25,6 +25,13 @@ impl TestProject {
         p
     }
 
+    /// A project with `conf` as its image.conf and no phases.
+    pub fn with_conf(conf: &str) -> TestProject {
+        let p = TestProject::new();
+        p.file("image.conf", conf);
+        p
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -78,17 +85,24 @@ impl Run {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
     }
+    /// Exited 0; the failure shows all the run printed.
     #[track_caller]
     pub fn ok(&self) -> &Self {
+        self.exited(0)
+    }
+
+    #[track_caller]
+    fn exited(&self, code: i32) -> &Self {
         assert_eq!(
             self.code(),
-            0,
+            code,
             "stdout:\n{}\nstderr:\n{}",
             self.stdout(),
             self.stderr()
         );
         self
     }
+
     /// stderr with what changes from run to run written as placeholders: the project
     /// directory as `[PROJECT]`, durations (`0.4s`, `12ms`) as `[T]`.
     pub fn stderr_normalized(&self, project: &Path) -> String {
@@ -111,21 +125,29 @@ impl Run {
         self
     }
 
+    /// stdout contains `needle`; the failure shows all of it.
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        Run::contains("stdout", &self.stdout(), needle);
+        self
+    }
+
+    /// stderr contains `needle`; the failure shows all of it.
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        Run::contains("stderr", &self.stderr(), needle);
+        self
+    }
+
+    #[track_caller]
+    fn contains(stream: &str, text: &str, needle: &str) {
+        assert!(text.contains(needle), "{stream} lacks {needle:?}:\n{text}");
+    }
+
+    /// Exits `code` and says `needle` on stderr.
     #[track_caller]
     pub fn fails_with(&self, code: i32, needle: &str) -> &Self {
-        assert_eq!(
-            self.code(),
-            code,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        assert!(
-            self.stderr().contains(needle),
-            "stderr lacks {needle:?}:\n{}",
-            self.stderr()
-        );
-        self
+        self.exited(code).stderr_has(needle)
     }
 }
 
@@ -141,18 +163,12 @@ pub fn host(program: &str, args: &[&dyn AsRef<OsStr>]) -> Run {
 /// [`host`] with `dir` as the working directory.
 #[track_caller]
 pub fn host_in(dir: &Path, program: &str, args: &[&dyn AsRef<OsStr>]) -> Run {
-    let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let out = Command::new(program)
-        .args(&args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e} (is it installed? scripts/install-host-deps.sh)"));
-    let run = Run(out);
+    let run = host_try_in(dir, program, args);
     assert!(
         run.0.status.success(),
         "`{program} {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
         args.iter()
-            .map(|a| a.to_string_lossy())
+            .map(|a| a.as_ref().to_string_lossy())
             .collect::<Vec<_>>()
             .join(" "),
         run.0.status,
@@ -160,6 +176,40 @@ pub fn host_in(dir: &Path, program: &str, args: &[&dyn AsRef<OsStr>]) -> Run {
         run.stderr()
     );
     run
+}
+
+/// A host tool run to completion whatever its exit: for the checks that expect a refusal
+/// (`rauc info` of a tampered bundle, `grep` that must find nothing).
+#[track_caller]
+pub fn host_try(program: &str, args: &[&dyn AsRef<OsStr>]) -> Run {
+    host_try_in(Path::new("."), program, args)
+}
+
+#[track_caller]
+fn host_try_in(dir: &Path, program: &str, args: &[&dyn AsRef<OsStr>]) -> Run {
+    let out = Command::new(program)
+        .args(args.iter().map(|a| a.as_ref()))
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (is it installed? scripts/install-host-deps.sh)"));
+    Run(out)
+}
+
+/// The names in `dir`, sorted: for "nothing was left behind" checks.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The permission bits of `path` (0o644, not the file type).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    meta.permissions().mode() & 0o777
 }
 
 pub fn pid_alive(pid: i32) -> bool {
@@ -170,21 +220,81 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// Copies the repository's image project (config, phases, overlay, ...) into `dest`.
-/// The binary on `project` with `args`, booting under TCG (as CI must), no colours.
-pub fn run_tcg(project: &Path, args: &[&str]) -> Run {
-    let out = Command::new(BIN)
-        .arg("-C")
+/// The binary on `project` with `args`: no colours, no GitHub log groups, guests under TCG
+/// (as CI must run them; a test that wants `auto` sets LOISTO_VM_ACCEL itself).
+pub fn cmd_tcg(project: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("-C")
         .arg(project)
         .args(args)
         .env("NO_COLOR", "1")
         .env("LOISTO_VM_ACCEL", "tcg")
-        .env_remove("GITHUB_ACTIONS")
-        .output()
-        .unwrap();
-    Run(out)
+        .env_remove("GITHUB_ACTIONS");
+    c
 }
 
+pub fn run_tcg(project: &Path, args: &[&str]) -> Run {
+    Run(cmd_tcg(project, args).output().unwrap())
+}
+
+/// The repository's shipped image project, copied to `work/project`: the image tests build,
+/// sign and boot it there, never in the repository's own output/, keys/ or rauc/keyring.pem.
+pub struct RepoProject {
+    /// Room beside the project: keys taken offline, machine states, exported trees.
+    pub work: PathBuf,
+    pub project: PathBuf,
+    pub output: PathBuf,
+}
+
+impl RepoProject {
+    /// A fresh copy in `target/tmp/<name>/project`, whatever a killed run left there.
+    pub fn fresh(name: &str) -> RepoProject {
+        RepoProject::at(&Path::new(env!("CARGO_TARGET_TMPDIR")).join(name))
+    }
+
+    /// An empty `work` (whatever a killed run left there) with a copy in `work/project`.
+    pub fn at(work: &Path) -> RepoProject {
+        if work.exists() {
+            // A killed run may have left a rootfs behind; chattr-free trees delete fine.
+            std::fs::remove_dir_all(work).unwrap_or_else(|e| panic!("cleaning {}: {e}", work.display()));
+        }
+        let project = work.join("project");
+        copy_repo_project(&project);
+        RepoProject {
+            work: work.to_path_buf(),
+            output: project.join("output"),
+            project,
+        }
+    }
+
+    /// [`cmd_tcg`] on this project.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        cmd_tcg(&self.project, args)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.cmd(args).output().unwrap())
+    }
+
+    /// `keys`, then the private keys moved to `dest`: see [`take_keys_offline`].
+    pub fn keys_offline(&self, dest: &Path) {
+        self.run(&["keys"]).ok();
+        take_keys_offline(&self.project, dest);
+    }
+}
+
+/// Moves `project`/keys to `dest`, as an offline signing machine would hold them: the build
+/// machine keeps only the public keyring (rauc/keyring.pem).
+pub fn take_keys_offline(project: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    host(
+        "cp",
+        &[&"-a", &format!("{}/.", project.join("keys").display()), &dest],
+    );
+    std::fs::remove_dir_all(project.join("keys")).unwrap();
+}
+
+/// Copies the repository's image project (config, phases, overlay, ...) into `dest`.
 pub fn copy_repo_project(dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
