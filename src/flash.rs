@@ -164,16 +164,13 @@ mod tests {
 
     #[test]
     fn mapped_blocks_follow_the_holes_of_a_sparse_file() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk");
-        let mut f = File::create(&p).unwrap();
+        let mut f = tempfile::tempfile().unwrap();
         f.set_len(64 * BLOCK).unwrap();
         for block in [0u64, 1, 10, 63] {
             f.seek(SeekFrom::Start(block * BLOCK + 7)).unwrap();
             f.write_all(b"x").unwrap();
         }
         f.sync_all().unwrap();
-        let f = File::open(&p).unwrap();
         assert_eq!(
             mapped_blocks(&f, 64 * BLOCK).unwrap(),
             [(0, 1), (10, 10), (63, 63)]
@@ -182,10 +179,9 @@ mod tests {
 
     #[test]
     fn the_bmap_checksum_covers_the_file_with_that_field_zeroed() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk");
-        std::fs::write(&p, vec![1u8; 5000]).unwrap();
-        let mut f = File::open(&p).unwrap();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[1u8; 5000]).unwrap();
+        f.rewind().unwrap();
         let text = bmap_text(&mut f, 5000, &[(0, 1)]).unwrap();
         let field = text.split("<BmapFileChecksum> ").nth(1).unwrap()[..64].to_string();
         let zeroed = text.replacen(&field, &"0".repeat(64), 1);

@@ -683,15 +683,28 @@ mod tests {
         }
     }
 
+    /// Each (name, value) of `want` is a scalar of `v` with that value.
+    #[track_caller]
+    fn scalars(v: &Vars, want: &[(&str, &str)]) {
+        let got: Vec<(&str, String)> = want.iter().map(|(k, _)| (*k, s(v, k))).collect();
+        let want: Vec<(&str, String)> = want.iter().map(|(k, w)| (*k, w.to_string())).collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn scalars_quotes_and_escapes() {
         let v = ok("A=plain\nB='it''s'\nC=\"x \\$y \\q\"\nD=a\\ b\nexport E=\"$A\"'$A'\nF=\n");
-        assert_eq!(s(&v, "A"), "plain");
-        assert_eq!(s(&v, "B"), "its");
-        assert_eq!(s(&v, "C"), "x $y \\q");
-        assert_eq!(s(&v, "D"), "a b");
-        assert_eq!(s(&v, "E"), "plain$A");
-        assert_eq!(s(&v, "F"), "");
+        scalars(
+            &v,
+            &[
+                ("A", "plain"),
+                ("B", "its"),
+                ("C", "x $y \\q"),
+                ("D", "a b"),
+                ("E", "plain$A"),
+                ("F", ""),
+            ],
+        );
     }
 
     #[test]
@@ -705,9 +718,7 @@ mod tests {
     fn default_reads_config_then_environment() {
         let env = |k: &str| (k == "FROM_ENV").then(|| "e".to_string());
         let v = parse("A=${FROM_ENV:-d}\nB=${NOPE:-d}\nC=x\nD=${C:-d}", &env).unwrap();
-        assert_eq!(s(&v, "A"), "e");
-        assert_eq!(s(&v, "B"), "d");
-        assert_eq!(s(&v, "D"), "x");
+        scalars(&v, &[("A", "e"), ("B", "d"), ("D", "x")]);
     }
 
     #[test]

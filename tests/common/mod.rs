@@ -294,22 +294,16 @@ pub fn take_keys_offline(project: &Path, dest: &Path) {
     std::fs::remove_dir_all(project.join("keys")).unwrap();
 }
 
-/// Copies the repository's image project (config, phases, overlay, ...) into `dest`.
+/// Writes the repository's image project into `dest`: the files `init` writes, which are this
+/// repository's own (embedded at build time; a unit test in src/cmd/init.rs holds them equal).
 pub fn copy_repo_project(dest: &Path) {
-    std::fs::create_dir_all(dest).unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for item in [
-        "image.conf",
-        "pacman.conf",
-        "phases",
-        "overlay",
-        "repart.d",
-        "rauc",
-        "sysext",
-    ] {
-        host("cp", &[&"-a", &repo.join(item), &dest]);
+    use std::os::unix::fs::PermissionsExt;
+    for f in loisto_image::project_files::FILES {
+        let path = dest.join(f.path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, f.bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).unwrap();
     }
-    let _ = std::fs::remove_file(dest.join("rauc/keyring.pem"));
 }
 
 /// A self-signed P-256 key and certificate in `dir` (key.pem, cert.pem): someone the project's

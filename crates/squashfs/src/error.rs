@@ -1,9 +1,10 @@
-//! The two ways a write ends that are not the writer's fault.
+//! The two ways a write ends that are not the writer's fault (loisto-image uses them as its
+//! own "bad usage" and "interrupted", exit 2 and 130).
 
 use std::fmt;
 
-/// The tree cannot be stored as asked (a path too long, an attribute squashfs has no place
-/// for, a source that is not a directory): the caller's input is at fault, not the writer.
+/// What was asked cannot be done as written (here: a path too long, an attribute squashfs
+/// has no place for, a source that is not a directory): the caller's input is at fault.
 #[derive(Debug)]
 pub struct InputError(pub String);
 
@@ -21,7 +22,7 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// The write was stopped from outside (`Options::stop` said so); nothing was left behind.
+/// Stopped from outside (here: `Options::stop` said so; nothing was left behind).
 #[derive(Debug)]
 pub struct Stopped;
 
