@@ -137,6 +137,22 @@ pub fn record(rootfs: &Path, base: &str, hot: Option<&Hot>) -> Result<()> {
     Ok(())
 }
 
+/// The snapshot the rootfs still is, if no entry is new, gone or changed since the stamp for
+/// it was written (same inode and ctime everywhere): a phase that changed nothing (an empty
+/// package list) leaves the same tree, and its snapshot can share the last one's bytes.
+pub fn unchanged_base(rootfs: &Path) -> Option<String> {
+    let data = std::fs::read(stamp_path(rootfs)).ok()?;
+    let (head, _) = split_line(&data)?;
+    let base = std::str::from_utf8(head)
+        .ok()?
+        .strip_prefix(MAGIC)?
+        .trim_start()
+        .to_string();
+    let (stamp, _) = read_stamp(&stamp_path(rootfs), &base)?;
+    let live = scan(rootfs).ok()?;
+    (live.len() == stamp.len() && live.iter().all(|(rel, m)| stamp.get(rel) == Some(m))).then_some(base)
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

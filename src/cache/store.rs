@@ -113,11 +113,21 @@ impl Cache {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let tarball = tmp.join("rootfs.tar.zst");
-        let mut args = tar_args("--create", &tarball, rootfs);
-        args.push(".".into());
-        proc::output("tar", args)
-            .with_context(|| format!("snapshotting {} after {phase}", rootfs.display()))?;
-        let (size, sha256) = hash_file(&tarball)?;
+        let same = resync::unchanged_base(rootfs)
+            .and_then(|base| self.entries().into_iter().find(|e| e.base() == base))
+            .filter(|e| std::fs::hard_link(e.tarball(), &tarball).is_ok());
+        let (size, sha256) = match same {
+            // The phase left the tree as the last snapshot has it: the same bytes, linked
+            // (~1.5 s of tar and zstd saved per clean build with an empty PACKAGES).
+            Some(e) => (e.meta.size, e.meta.sha256),
+            None => {
+                let mut args = tar_args("--create", &tarball, rootfs);
+                args.push(".".into());
+                proc::output("tar", args)
+                    .with_context(|| format!("snapshotting {} after {phase}", rootfs.display()))?;
+                hash_file(&tarball)?
+            }
+        };
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -196,5 +206,57 @@ impl Cache {
             self.remove(&e);
         }
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn fp(digest: &str) -> Fingerprint {
+        Fingerprint {
+            digest: digest.repeat(16),
+            parts: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_phase_that_changed_nothing_shares_the_last_snapshot_and_one_that_did_not_gets_its_own() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache {
+            dir: t.path().join("snapshots"),
+        };
+        let root = t.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/a"), "a").unwrap();
+        let first = cache.store("00-bootstrap", &fp("a"), &root).unwrap();
+
+        // Nothing changed: the same bytes, linked, and a stamp that names the new snapshot.
+        let same = cache.store("10-packages", &fp("b"), &root).unwrap();
+        let ino = |e: &Entry| std::fs::metadata(e.tarball()).unwrap().ino();
+        assert_eq!(ino(&same), ino(&first));
+        assert_eq!(
+            (same.meta.size, &same.meta.sha256),
+            (first.meta.size, &first.meta.sha256)
+        );
+        cache.verify(&same).unwrap();
+        assert_eq!(resync::unchanged_base(&root), Some(same.base()));
+
+        // A changed file's content (same size) is seen by its ctime: a snapshot of its own.
+        std::fs::write(root.join("etc/a"), "b").unwrap();
+        assert_eq!(resync::unchanged_base(&root), None);
+        let changed = cache.store("15-initrd", &fp("c"), &root).unwrap();
+        assert_ne!(ino(&changed), ino(&same));
+        assert_ne!(changed.meta.sha256, same.meta.sha256);
+        cache.verify(&changed).unwrap();
+        let out = t.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        proc::output("tar", tar_args("--extract", &changed.tarball(), &out)).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("etc/a")).unwrap(), "b");
+
+        // A new entry is a change too.
+        std::fs::write(root.join("etc/new"), "").unwrap();
+        assert_eq!(resync::unchanged_base(&root), None);
     }
 }
