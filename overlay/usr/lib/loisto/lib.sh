@@ -16,21 +16,27 @@ say() {
     logger -t "loisto-$(echo "$tag" | tr '[:upper:]' '[:lower:]')" -- "$*" 2>/dev/null || true
 }
 
-# Where this boot's time went, from systemd's own timestamps (microseconds since the kernel
-# started; the firmware's and loader's, which only a loader that records them gives, count
-# back from there), up to now, and the units that took longest to start:
-#   firmware=- loader=- kernel=2.3s initrd=3.0s userspace=4.4s uptime=9.7s slowest=a.service:1.2s,...
-boot_report() {
-    now=$(cut -d' ' -f1 /proc/uptime)
-    # What `systemd-analyze blame` shows, which refuses to answer before the boot has finished.
-    slowest=$(systemctl show --property=Id,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic '*.service' '*.mount' |
+# The three units that took longest to start, as "a.service:1.2s,b.mount:0.9s": what
+# `systemd-analyze blame` shows, which refuses to answer before the boot has finished. It asks
+# systemd about every unit (~0.6 s under emulation), so the health report asks before its
+# first `rauc status`, while RAUC's daemon is still starting.
+slowest_units() {
+    systemctl show --property=Id,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic '*.service' '*.mount' |
         awk -F= '
             $1 == "Id" { id = $2 }
             $1 == "InactiveExitTimestampMonotonic" { from = $2 }
             $1 == "ActiveEnterTimestampMonotonic" { if ($2 > from && from > 0) printf "%d %s\n", $2 - from, id }' |
-        sort -rn | head -n 3 | awk '{printf "%s%s:%.1fs", sep, $2, $1 / 1e6; sep = ","}')
+        sort -rn | head -n 3 | awk '{printf "%s%s:%.1fs", sep, $2, $1 / 1e6; sep = ","}'
+}
+
+# Where this boot's time went, from systemd's own timestamps (microseconds since the kernel
+# started; the firmware's and loader's, which only a loader that records them gives, count
+# back from there), up to now, and the slowest units ($1, from slowest_units):
+#   firmware=- loader=- kernel=2.3s initrd=3.0s userspace=4.4s uptime=9.7s slowest=a.service:1.2s,...
+boot_report() {
+    now=$(cut -d' ' -f1 /proc/uptime)
     systemctl show --property=FirmwareTimestampMonotonic,LoaderTimestampMonotonic,InitRDTimestampMonotonic,UserspaceTimestampMonotonic |
-        awk -F= -v now="$now" -v slowest="${slowest:-none}" '
+        awk -F= -v now="$now" -v slowest="${1:-none}" '
             function s(x) { return x > 0 ? sprintf("%.1fs", x) : "-" }
             { t[$1] = $2 / 1e6 }
             END {
