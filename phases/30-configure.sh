@@ -26,9 +26,13 @@ systemctl --root="$ROOTFS" enable loisto-boot-entries.service loisto-data.servic
 printf '%s\n' "# Units that must be active for a boot to count as healthy (HEALTH_UNITS)." \
     "${HEALTH_UNITS[@]}" > "$ROOTFS/usr/lib/loisto/health-units"
 # The check starts once those units have started, not after all of multi-user.target.
-mkdir -p "$ROOTFS/usr/lib/systemd/system/loisto-health.service.d"
-printf '%s\n' "# Written by phases/30-configure.sh from HEALTH_UNITS." "[Unit]" \
-    "After=${HEALTH_UNITS[*]}" > "$ROOTFS/usr/lib/systemd/system/loisto-health.service.d/health-units.conf"
+health_dropin="$ROOTFS/usr/lib/systemd/system/loisto-health.service.d/health-units.conf"
+mkdir -p "${health_dropin%/*}"
+rm -f "$health_dropin"
+if [ ${#HEALTH_UNITS[@]} -gt 0 ]; then
+    printf '%s\n' "# Written by phases/30-configure.sh from HEALTH_UNITS." "[Unit]" \
+        "After=${HEALTH_UNITS[*]}" > "$health_dropin"
+fi
 # The mount point of the user's partition, on the read-only root.
 mkdir -p "$ROOTFS/data"
 # An appliance has no interactive escape hatches: a shell on the console is a way past verity
