@@ -47,15 +47,15 @@ mod tests {
 
     #[test]
     fn second_holder_is_refused_until_the_first_drops() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("out.lock");
-        let first = Lock::acquire(&p, d.path()).unwrap();
-        let err = Lock::acquire(&p, d.path()).err().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let take = || Lock::acquire(&dir.path().join("out.lock"), dir.path());
+        let first = take().unwrap();
+        let err = take().err().unwrap();
         assert!(
             format!("{err}").contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
         drop(first);
-        Lock::acquire(&p, d.path()).unwrap();
+        take().unwrap();
     }
 }

@@ -120,9 +120,11 @@ fn direct_kernel_boot_skips_the_firmware_and_still_reaches_the_health_line() {
 #[ignore = "builds and boots a real image (minutes)"]
 fn a_flipped_byte_in_the_os_partition_stops_the_boot() {
     let b = built_alone();
-    let image = b.output.join("loisto_0.1.0.img");
     let bad = b.work.join("corrupt.img");
-    host("cp", &[&"--sparse=always", &image, &bad]);
+    host(
+        "cp",
+        &[&"--sparse=always", &b.output.join("loisto_0.1.0.img"), &bad],
+    );
     let (start, _) = partition(&bad, "root-a");
     // Block 1 of the squashfs is read while mounting the root, so the boot must hit it.
     flip_byte(&bad, start + 4096 + 17);
@@ -243,10 +245,9 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
     )
     .stdout()
     .to_lowercase();
-    assert!(
-        listing.contains("::/efi/boot/bootx64.efi") && listing.contains("::/efi/loisto/slot-b.efi"),
-        "{listing}"
-    );
+    for name in ["::/efi/boot/bootx64.efi", "::/efi/loisto/slot-b.efi"] {
+        assert!(listing.contains(name), "no {name} in:\n{listing}");
+    }
 }
 
 #[test]
@@ -303,8 +304,7 @@ fn the_flash_files_give_the_disk_back_through_bmaptool_and_the_disk_holds_only_d
 #[ignore = "builds and boots a real image (minutes)"]
 fn first_boot_on_an_8_gib_disk_ends_with_every_partition_in_place() {
     let b = built_alone();
-    let state = b.work.join("state-8g");
-    let _ = std::fs::remove_dir_all(&state);
+    let state = b.scratch("state-8g");
     let (r, _) = b.boot(
         &[
             "--state",
@@ -481,8 +481,7 @@ fn keys_sign_the_uki_and_a_verified_bundle_and_stay_out_of_every_artifact() {
     );
     std::fs::copy(&bundle, &flipped).unwrap();
     flip_byte(&flipped, len / 2);
-    let extract_to = b.work.join("extracted");
-    let _ = std::fs::remove_dir_all(&extract_to);
+    let extract_to = b.scratch("extracted");
     let extract = host_try(
         "rauc",
         &[
@@ -784,8 +783,7 @@ impl Drop for Cleanup {
 #[ignore = "needs a real build (minutes)"]
 fn the_os_image_carries_nothing_of_the_build_host() {
     let b = built_alone();
-    let tree = b.work.join("sealed-tree");
-    let _ = std::fs::remove_dir_all(&tree);
+    let tree = b.scratch("sealed-tree");
     let root = b.output.join("loisto_0.1.0.root.squashfs");
     host("unsquashfs", &[&"-q", &"-n", &"-d", &tree, &root, &"etc"]);
     let link = std::fs::read_link(tree.join("etc/resolv.conf")).expect("etc/resolv.conf is a link into /run");

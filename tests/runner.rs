@@ -181,12 +181,12 @@ fn plan_lists_phases_and_environment_as_text_and_json() {
 #[test]
 fn a_failing_phase_reports_code_time_tail_and_log_and_stops() {
     let p = TestProject::new();
-    p.phase("10-ok", "echo fine > \"$OUTPUT/first\"");
-    p.phase(
-        "20-bad",
-        "for i in $(seq 1 30); do echo \"line $i\"; done; exit 7",
-    );
-    p.phase("30-never", "touch \"$BUILD_DIR/never\"");
+    p.phase("10-ok", "echo fine > \"$OUTPUT/first\"")
+        .phase(
+            "20-bad",
+            "for i in $(seq 1 30); do echo \"line $i\"; done; exit 7",
+        )
+        .phase("30-never", "touch \"$BUILD_DIR/never\"");
     let r = p.run(&["build"]);
     r.fails_with(1, "phase 20-bad failed with exit code 7");
     let err = r.stderr();
@@ -295,7 +295,9 @@ fn manifest_records_artifacts_and_verify_catches_a_flipped_byte() {
     let p = TestProject::new();
     p.phase(
         "10-art",
-        "head -c 4096 /dev/zero > \"$OUTPUT/disk.img\"; mkdir -p \"$OUTPUT/sub\"; echo x > \"$OUTPUT/sub/f\"",
+        "head -c 4096 /dev/zero > \"$OUTPUT/disk.img\"\n\
+         mkdir -p \"$OUTPUT/sub\"\n\
+         echo x > \"$OUTPUT/sub/f\"",
     );
     p.run(&["build"]).ok();
     let m: serde_json::Value = serde_json::from_str(&p.read("output/manifest.json")).unwrap();
@@ -499,10 +501,9 @@ fn a_missing_host_tool_stops_the_build_before_any_phase_naming_tool_and_phase() 
 #[test]
 fn an_unchanged_build_is_skipped_only_when_every_phase_declares_its_inputs() {
     let p = TestProject::new();
-    p.file(
-        "phases/10-a.sh",
-        "# Inputs: MARK\necho \"$MARK\" > \"$OUTPUT/a\"\n",
-    );
+    // Written whole: `phase` would put `set -euo pipefail` above the header comment.
+    let declares_mark = "# Inputs: MARK\necho \"$MARK\" > \"$OUTPUT/a\"\n";
+    p.file("phases/10-a.sh", declares_mark);
     p.run(&["build", "--set", "MARK=1"]).ok();
     assert!(
         p.run(&["build", "--set", "MARK=1"])
@@ -736,8 +737,8 @@ fn a_killed_runner_takes_its_phase_along() {
     let p = TestProject::new();
     p.phase(
         "10-spawn",
-        "sleep 300 & echo $! > \"$BUILD_DIR/pids\"\n\
-         echo $$ >> \"$BUILD_DIR/pids\"\n\
+        "echo $$ > \"$BUILD_DIR/pids\"\n\
+         sleep 300 & echo $! >> \"$BUILD_DIR/pids\"\n\
          sleep 300",
     );
     let (mut child, pids) = build_recording_pids(&p);

@@ -267,6 +267,15 @@ impl RepoProject {
         }
     }
 
+    /// `work/<name>`, empty of what an earlier test or run left there.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let dir = self.work.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cleaning {}: {e}", dir.display()));
+        }
+        dir
+    }
+
     /// [`cmd_tcg`] on this project.
     pub fn cmd(&self, args: &[&str]) -> Command {
         cmd_tcg(&self.project, args)
