@@ -16,7 +16,14 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 CLEAN_RUNS=${CLEAN_RUNS:-1}
 TOOLS=${TOOLS:-"loisto mkosi"}
+# The OS image's compression (ROOT_COMPRESSION); mkosi's squashfs gets the same.
+COMPRESSION=${COMPRESSION:-lz4hc}
 ZSTD_LEVEL=${ZSTD_LEVEL:-15}
+case "$COMPRESSION" in
+    lz4hc) mksquashfs_comp="-comp lz4 -Xhc" ;;
+    zstd) mksquashfs_comp="-comp zstd -Xcompression-level $ZSTD_LEVEL" ;;
+    *) echo "COMPRESSION=$COMPRESSION: expected lz4hc or zstd" >&2; exit 2 ;;
+esac
 BENCH_DIR=${BENCH_DIR:-/var/tmp/loisto-bench}
 repo=$PWD
 
@@ -51,7 +58,7 @@ bench_loisto() {
     mkdir -p "$p"
     cp -a image.conf pacman.conf phases overlay repart.d rauc sysext "$p/"
     rm -f "$p/rauc/keyring.pem"
-    local l=(-C "$p" -q --set "ROOT_ZSTD_LEVEL=$ZSTD_LEVEL")
+    local l=(-C "$p" -q --set "ROOT_COMPRESSION=$COMPRESSION" --set "ROOT_ZSTD_LEVEL=$ZSTD_LEVEL")
     for _ in $(seq "$CLEAN_RUNS"); do
         rm -rf "$p/output" "$p/build" "$p/cache"
         timed loisto clean "$bin" "${l[@]}" build
@@ -66,14 +73,14 @@ bench_loisto() {
     # The floor: compress and hash the same tree, nothing else.
     for _ in $(seq "$RUNS"); do
         timed loisto compress+hash-only bash -c "
-            mksquashfs '$p/build/rootfs' '$BENCH_DIR/floor.sqfs' -noappend -comp zstd -Xcompression-level $ZSTD_LEVEL \
+            mksquashfs '$p/build/rootfs' '$BENCH_DIR/floor.sqfs' -noappend $mksquashfs_comp \
                 -quiet -e boot/loisto-initrd.img &&
             veritysetup format '$BENCH_DIR/floor.sqfs' '$BENCH_DIR/floor.verity' > /dev/null"
     done
     # loisto's own squashfs writer with no block cache: what a clean build's sealing costs.
     for _ in $(seq "$RUNS"); do
         timed loisto writer-no-cache+hash bash -c "
-            '$bin' squashfs '$p/build/rootfs' '$BENCH_DIR/nocache.sqfs' --level $ZSTD_LEVEL \
+            '$bin' squashfs '$p/build/rootfs' '$BENCH_DIR/nocache.sqfs' --compression $COMPRESSION --level $ZSTD_LEVEL \
                 --exclude boot/loisto-initrd.img &&
             veritysetup format '$BENCH_DIR/nocache.sqfs' '$BENCH_DIR/nocache.verity' > /dev/null"
     done
@@ -87,7 +94,7 @@ bench_mkosi() {
     command -v depmod > /dev/null || apt-get install -y -q kmod > /dev/null
     command -v cpio > /dev/null || apt-get install -y -q cpio > /dev/null
     local m="$BENCH_DIR/mkosi" mirror packages
-    export SYSTEMD_REPART_MKFS_OPTIONS_SQUASHFS="-comp zstd -Xcompression-level $ZSTD_LEVEL"
+    export SYSTEMD_REPART_MKFS_OPTIONS_SQUASHFS="$mksquashfs_comp"
     mkdir -p "$m/mkosi.repart" "$m/mkosi.extra"
     mirror=$(grep -rhsE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
         | awk '{print $2}' | head -n 1) || true

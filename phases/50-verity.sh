@@ -2,7 +2,7 @@
 # Seals the rootfs: a compressed read-only image (squashfs or erofs) and its dm-verity hash
 # tree. Salt and UUIDs come from the image id and version, so equal inputs give equal bytes.
 # Tools: veritysetup mkfs.erofs?
-# Inputs: IMAGE_ID IMAGE_VERSION ROOT_FORMAT ROOT_ZSTD_LEVEL
+# Inputs: IMAGE_ID IMAGE_VERSION ROOT_FORMAT ROOT_COMPRESSION ROOT_ZSTD_LEVEL
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
@@ -17,9 +17,13 @@ case "$ROOT_FORMAT" in
         # cache, so after a small change only the changed blocks are compressed again; the image
         # is the same as without the cache. SOURCE_DATE_EPOCH sets every timestamp. To use
         # squashfs-tools instead (same tree, other block layout):
-        #   mksquashfs "$ROOTFS" "$img" -noappend -comp zstd -Xcompression-level "$ROOT_ZSTD_LEVEL" \
-        #       -e boot/loisto-initrd.img
-        "$LOISTO_IMAGE" squashfs "$ROOTFS" "$img" --level "$ROOT_ZSTD_LEVEL" \
+        #   mksquashfs "$ROOTFS" "$img" -noappend -comp lz4 -Xhc -e boot/loisto-initrd.img
+        # (zstd: -comp zstd -Xcompression-level "$ROOT_ZSTD_LEVEL").
+        case "$ROOT_COMPRESSION" in
+            zstd|lz4hc) ;;
+            *) echo "ROOT_COMPRESSION=$ROOT_COMPRESSION (image.conf) is not supported; use zstd or lz4hc" >&2; exit 1 ;;
+        esac
+        "$LOISTO_IMAGE" squashfs "$ROOTFS" "$img" --compression "$ROOT_COMPRESSION" --level "$ROOT_ZSTD_LEVEL" \
             --exclude boot/loisto-initrd.img --block-cache "$CACHE_DIR/squashfs-blocks"
         ;;
     erofs)

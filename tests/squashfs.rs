@@ -197,6 +197,18 @@ fn scan(root: &Path) -> HashMap<PathBuf, Seen> {
     out
 }
 
+/// Every entry of `want` is in `got` with the same type, contents, metadata and xattrs, and
+/// nothing else is.
+fn assert_same_tree(want: &Path, got: &Path) {
+    let (want, got) = (scan(want), scan(got));
+    let mut paths: Vec<&PathBuf> = want.keys().chain(got.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    for p in paths {
+        assert_eq!(want.get(p), got.get(p), "{}", p.display());
+    }
+}
+
 #[test]
 fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
     let tmp = tempfile::tempdir().unwrap();
@@ -224,13 +236,7 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
     let back = tmp.path().join("back");
     host("unsquashfs", &[&"-d", &back, &img]);
     std::fs::remove_file(src.join("left/out")).unwrap();
-    let (want, got) = (scan(&src), scan(&back));
-    let mut paths: Vec<&PathBuf> = want.keys().chain(got.keys()).collect();
-    paths.sort();
-    paths.dedup();
-    for p in paths {
-        assert_eq!(want.get(p), got.get(p), "{}", p.display());
-    }
+    assert_same_tree(&src, &back);
     let ino = |rel: &str| back.join(rel).metadata().unwrap().ino();
     assert_eq!(ino("links/a"), ino("links/deeper/b"), "hard links stay one inode");
     assert_eq!(ino("links/a"), ino("links/c"));
@@ -253,6 +259,23 @@ fn unsquashfs_extracts_exactly_the_tree_that_was_packed() {
         entries.len() > 3000 && entries.iter().all(|l| l.contains(" 0/0 ")),
         "{listing}"
     );
+}
+
+#[test]
+fn an_lz4hc_image_is_lz4_with_the_hc_option_to_unsquashfs_and_holds_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let [src, img, back] = ["src", "lz4.sqfs", "back"].map(|name| tmp.path().join(name));
+    awkward_tree(&src);
+    squashfs(&[s(&src), s(&img), "--compression", "lz4hc"])
+        .ok()
+        .stdout_has("with lz4hc");
+    let about = host("unsquashfs", &[&"-s", &img]).stdout();
+    assert!(
+        about.contains("Compression lz4\n\tHigh Compression option"),
+        "{about}"
+    );
+    host("unsquashfs", &[&"-d", &back, &img]);
+    assert_same_tree(&src, &back);
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! `loisto-image squashfs`: seal a tree into a squashfs image, reusing the last image's blocks.
 
-use crate::cli::SquashfsArgs;
+use crate::cli::{Compression, SquashfsArgs};
 use anyhow::Result;
-use loisto_squashfs::{self as squashfs, Options};
+use loisto_squashfs::{self as squashfs, Codec, Options};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -20,10 +20,14 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
     if off && args.block_cache.is_some() {
         println!("block cache: not used (LOISTO_CACHE=off, a build --no-cache)");
     }
+    let codec = match args.compression {
+        Compression::Zstd => Codec::Zstd(args.level),
+        Compression::Lz4hc => Codec::Lz4Hc,
+    };
     let r = squashfs::write(&Options {
         source: &args.source,
         output: &args.output,
-        level: args.level,
+        codec,
         block_size: args.block_size,
         excludes: &excludes,
         mtime: args.mtime,
@@ -54,10 +58,10 @@ pub fn run(args: &SquashfsArgs) -> Result<()> {
     );
     if block_cache.is_some() {
         println!(
-            "block cache: {} blocks reused, {} compressed at zstd {}{}",
+            "block cache: {} blocks reused, {} compressed with {}{}",
             r.from_cache,
             r.compressed,
-            args.level,
+            codec,
             match r.damaged {
                 0 => String::new(),
                 n => format!(" ({n} cached blocks failed their checksum and were compressed again)"),

@@ -3,6 +3,7 @@
 //! Directories are written after their children (a listing points at inodes, a directory inode
 //! at its listing), so the root comes last. Inode numbers are given out in that same order.
 
+use super::blocks::Codec;
 use super::meta::{MetaWriter, Ref};
 use super::tree::{Kind, Tree, Xattr, split_xattr_name};
 use anyhow::{Result, bail};
@@ -41,7 +42,7 @@ pub struct Tables {
 pub const MAX_IDS: usize = u16::MAX as usize;
 
 /// `locs` holds every regular file's data location, keyed by its inode's node.
-pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32, block_size: u32) -> Result<Tables> {
+pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, codec: Codec, block_size: u32) -> Result<Tables> {
     let mut numbers = vec![0u32; tree.nodes.len()];
     let mut next = 1;
     number(tree, 0, &mut next, &mut numbers);
@@ -57,11 +58,11 @@ pub fn write(tree: &Tree, locs: &HashMap<usize, FileLoc>, level: i32, block_size
         numbers,
         links,
         refs: vec![None; tree.nodes.len()],
-        inodes: MetaWriter::new(level),
-        dirs: MetaWriter::new(level),
+        inodes: MetaWriter::new(codec),
+        dirs: MetaWriter::new(codec),
         ids: Vec::new(),
         id_index: HashMap::new(),
-        xattr_kv: MetaWriter::new(level),
+        xattr_kv: MetaWriter::new(codec),
         xattr_ids: Vec::new(),
         xattr_sets: HashMap::new(),
     };

@@ -1,4 +1,4 @@
-//! A squashfs 4.0 writer (zstd) whose compressed blocks are remembered between builds.
+//! A squashfs 4.0 writer (zstd or LZ4) whose compressed blocks are remembered between builds.
 //!
 //! Compressing is nearly all of sealing an image (mksquashfs at zstd 15 takes ~26 s for the
 //! default rootfs here), yet an overlay edit changes a handful of blocks. This writer keys each
@@ -6,7 +6,7 @@
 //! [`blocks::BlockCache`], so a rebuild compresses only what changed and still writes exactly
 //! the bytes a build without the cache writes.
 //!
-//! Layout, in the order the kernel insists on: superblock, zstd options, file data (each file's
+//! Layout, in the order the kernel insists on: superblock, compressor options, file data (each file's
 //! full blocks in tree order, identical files once), fragment blocks, inode table, directory
 //! table, fragment table, id table, xattr table. No export table (NFS).
 
@@ -20,6 +20,7 @@ mod tree;
 
 use crate::error::InputError;
 use anyhow::{Context, Result, bail};
+pub use blocks::Codec;
 use blocks::{BlockCache, Key, Stored, compress, sha256};
 use inode::{FileLoc, NONE};
 use std::collections::HashMap;
@@ -29,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const MAGIC: u32 = 0x7371_7368;
-const ZSTD: u16 = 6;
 const NO_TABLE: u64 = u64::MAX;
 const FLAG_DEDUPLICATED: u16 = 0x0040;
 const FLAG_NO_XATTRS: u16 = 0x0200;
@@ -40,7 +40,7 @@ const PAD: u64 = 4096;
 pub struct Options<'a> {
     pub source: &'a Path,
     pub output: &'a Path,
-    pub level: i32,
+    pub codec: Codec,
     pub block_size: u32,
     /// Paths relative to `source` to leave out.
     pub excludes: &'a [PathBuf],
@@ -128,7 +128,7 @@ pub fn write(o: &Options) -> Result<Report> {
         .into());
     }
     let plan = plan::plan(&tree, o.block_size, o.stop)?;
-    let cache = o.cache.map(|dir| BlockCache::open(dir, o.level));
+    let cache = o.cache.map(|dir| BlockCache::open(dir, o.codec));
 
     let mut jobs = Vec::new();
     let mut sparse = 0;
@@ -148,7 +148,7 @@ pub fn write(o: &Options) -> Result<Report> {
         .as_ref()
         .map_or(0, |c| jobs.iter().filter(|j| c.lists(&j.key(&plan))).count());
     (o.progress)(&format!(
-        "{} entries, {} blocks{}: {}compressing {} at zstd {}",
+        "{} entries, {} blocks{}: {}compressing {} with {}",
         tree.nodes.len(),
         jobs.len(),
         if sparse > 0 {
@@ -162,7 +162,7 @@ pub fn write(o: &Options) -> Result<Report> {
             String::new()
         },
         jobs.len() - listed,
-        o.level
+        o.codec
     ));
 
     let dir = o
@@ -263,7 +263,7 @@ impl BlockStream<'_> {
                     Job::Block { file, n } => read_block(self.tree, self.plan, file, n, self.o.block_size)?,
                     Job::Fragment(i) => read_fragment(self.tree, self.plan, i)?,
                 };
-                Ok((compress(&data, self.o.level)?, false))
+                Ok((compress(&data, self.o.codec)?, false))
             })?;
             self.from_cache += got.iter().filter(|(_, hit)| *hit).count();
             self.window.extend(got.into_iter().map(|(s, _)| s));
@@ -321,9 +321,10 @@ fn write_image(
         pos: 0,
     };
     w.put(&[0; 96])?;
-    // zstd's options: the level, in an uncompressed metadata block (informational).
-    w.put(&(4u16 | 0x8000).to_le_bytes())?;
-    w.put(&(o.level as u32).to_le_bytes())?;
+    // The compressor's options, in an uncompressed metadata block.
+    let options = o.codec.options();
+    w.put(&(options.len() as u16 | 0x8000).to_le_bytes())?;
+    w.put(&options)?;
 
     // Where each job's block landed, for the block cache.
     let mut places = Vec::with_capacity(stored.jobs.len());
@@ -366,25 +367,25 @@ fn write_image(
         w.put(&s.bytes)?;
     }
 
-    let tables = inode::write(tree, &locs, o.level, o.block_size)?;
+    let tables = inode::write(tree, &locs, o.codec, o.block_size)?;
     let inode_table = w.pos;
     w.put(&tables.inodes)?;
     let dir_table = w.pos;
     w.put(&tables.dirs)?;
     let mut fragment_start = NO_TABLE;
     if !plan.fragments.is_empty() {
-        let (bytes, list) = meta::lookup_table(&fragment_table, w.pos, o.level)?;
+        let (bytes, list) = meta::lookup_table(&fragment_table, w.pos, o.codec)?;
         w.put(&bytes)?;
         fragment_start = list;
     }
-    let (bytes, id_start) = meta::lookup_table(&tables.ids, w.pos, o.level)?;
+    let (bytes, id_start) = meta::lookup_table(&tables.ids, w.pos, o.codec)?;
     w.put(&bytes)?;
     // The xattr table comes last: the kernel wants its block list to end the image.
     let mut xattr_start = NO_TABLE;
     if tables.xattr_count > 0 {
         let kv_start = w.pos;
         w.put(&tables.xattr_kv)?;
-        let (bytes, starts) = meta::table_blocks(&tables.xattr_ids, w.pos, o.level)?;
+        let (bytes, starts) = meta::table_blocks(&tables.xattr_ids, w.pos, o.codec)?;
         w.put(&bytes)?;
         xattr_start = w.pos;
         w.put(&kv_start.to_le_bytes())?;
@@ -411,7 +412,7 @@ fn write_image(
     put32(&mut sb, o.block_size);
     put32(&mut sb, plan.fragments.len() as u32);
     for v in [
-        ZSTD,
+        o.codec.id(),
         o.block_size.trailing_zeros() as u16,
         FLAG_COMPRESSOR_OPTIONS
             | FLAG_DEDUPLICATED

@@ -2,14 +2,14 @@
 //! by its stored length (top bit set when stored raw). Inodes and directory listings are
 //! addressed as (block start, offset in the uncompressed block).
 
-use super::blocks::compress;
+use super::blocks::{Codec, compress};
 use anyhow::Result;
 
 pub const BLOCK: usize = 8192;
 const RAW: u16 = 0x8000;
 
 pub struct MetaWriter {
-    level: i32,
+    codec: Codec,
     out: Vec<u8>,
     buf: Vec<u8>,
 }
@@ -29,9 +29,9 @@ impl Ref {
 }
 
 impl MetaWriter {
-    pub fn new(level: i32) -> MetaWriter {
+    pub fn new(codec: Codec) -> MetaWriter {
         MetaWriter {
-            level,
+            codec,
             out: Vec::new(),
             buf: Vec::with_capacity(2 * BLOCK),
         }
@@ -49,7 +49,7 @@ impl MetaWriter {
         while self.buf.len() >= BLOCK {
             let rest = self.buf.split_off(BLOCK);
             let full = std::mem::replace(&mut self.buf, rest);
-            emit(&mut self.out, &full, self.level)?;
+            emit(&mut self.out, &full, self.codec)?;
         }
         Ok(())
     }
@@ -58,14 +58,14 @@ impl MetaWriter {
     pub fn finish(mut self) -> Result<Vec<u8>> {
         if !self.buf.is_empty() {
             let last = std::mem::take(&mut self.buf);
-            emit(&mut self.out, &last, self.level)?;
+            emit(&mut self.out, &last, self.codec)?;
         }
         Ok(self.out)
     }
 }
 
-fn emit(out: &mut Vec<u8>, block: &[u8], level: i32) -> Result<()> {
-    let stored = compress(block, level)?;
+fn emit(out: &mut Vec<u8>, block: &[u8], codec: Codec) -> Result<()> {
+    let stored = compress(block, codec)?;
     let len = stored.bytes.len() as u16 | if stored.raw { RAW } else { 0 };
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&stored.bytes);
@@ -75,8 +75,8 @@ fn emit(out: &mut Vec<u8>, block: &[u8], level: i32) -> Result<()> {
 /// A lookup table (fragment or id table) placed at absolute offset `at`: its metadata blocks,
 /// then the absolute offsets of those blocks. Returns the bytes and where the offsets start,
 /// which is what the superblock points to.
-pub fn lookup_table(table: &[u8], at: u64, level: i32) -> Result<(Vec<u8>, u64)> {
-    let (mut out, starts) = table_blocks(table, at, level)?;
+pub fn lookup_table(table: &[u8], at: u64, codec: Codec) -> Result<(Vec<u8>, u64)> {
+    let (mut out, starts) = table_blocks(table, at, codec)?;
     let list = at + out.len() as u64;
     for s in starts {
         out.extend_from_slice(&s.to_le_bytes());
@@ -85,12 +85,12 @@ pub fn lookup_table(table: &[u8], at: u64, level: i32) -> Result<(Vec<u8>, u64)>
 }
 
 /// A lookup table's metadata blocks placed at `at`, and their absolute offsets.
-pub fn table_blocks(table: &[u8], at: u64, level: i32) -> Result<(Vec<u8>, Vec<u64>)> {
+pub fn table_blocks(table: &[u8], at: u64, codec: Codec) -> Result<(Vec<u8>, Vec<u64>)> {
     let mut out = Vec::new();
     let mut starts = Vec::new();
     for chunk in table.chunks(BLOCK) {
         starts.push(at + out.len() as u64);
-        emit(&mut out, chunk, level)?;
+        emit(&mut out, chunk, codec)?;
     }
     Ok((out, starts))
 }
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn records_may_straddle_blocks_and_refs_point_at_their_start() {
-        let mut w = MetaWriter::new(3);
+        let mut w = MetaWriter::new(Codec::Zstd(3));
         w.put(&[1; 8000]).unwrap();
         let r = w.pos();
         assert_eq!(
@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn lookup_tables_end_with_the_block_offsets() {
         let table: Vec<u8> = (0..20_000u32).map(|i| (i % 7) as u8).collect();
-        let (bytes, list) = lookup_table(&table, 1000, 3).unwrap();
+        let (bytes, list) = lookup_table(&table, 1000, Codec::Zstd(3)).unwrap();
         let starts: Vec<u64> = bytes[(list - 1000) as usize..]
             .chunks(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
