@@ -300,6 +300,29 @@ fn the_flash_files_give_the_disk_back_through_bmaptool_and_the_disk_holds_only_d
     );
 }
 
+/// QEMU's -icount: a guest clock of 8 ns per executed instruction, with idle time skipped.
+/// It makes a slow CPU (or a busy host) that the guest cannot tell from a real one, and the
+/// same on every run, because the guest's timeouts count its own instructions.
+const SLOW_CPU: [&str; 2] = ["--qemu-arg=-icount", "--qemu-arg=shift=3,sleep=off"];
+
+#[test]
+#[ignore = "builds and boots a real image (minutes)"]
+fn a_slow_first_boot_still_mounts_var_and_data_and_is_healthy() {
+    let b = built_alone();
+    let mut args = vec!["--accel", "tcg", "--memory", "2G"];
+    args.extend(SLOW_CPU);
+    args.extend(["--expect", HEALTH, "--timeout", "600"]);
+    let (r, _) = b.boot(&args, &[]);
+    let serial = std::fs::read_to_string(b.output.join("logs/vm-serial.log")).unwrap();
+    assert!(
+        !serial.contains("Timed out waiting for device"),
+        "a device on the boot disk was given up on:\n{}",
+        r.stderr()
+    );
+    // HEALTH_UNITS has var.mount and data.mount: a healthy slot has both.
+    r.ok();
+}
+
 #[test]
 #[ignore = "builds and boots a real image (minutes)"]
 fn first_boot_on_an_8_gib_disk_ends_with_every_partition_in_place() {
