@@ -54,7 +54,8 @@ boot() {
             echo "$name ($accel) run $i did not reach /$regex/:"; tail -20 <<< "$out"
             printf '%s %s failed - - - - -\n' "$name" "$accel" >> "$rows"
             return 0; }
-        total=$(sed -n 's/^matched after \([0-9.]*\)s.*/\1/p' <<< "$out")
+        # "matched after 25.3s" or, past a minute, "matched after 1m25s"
+        total=$(sed -n 's/^matched after \([0-9m.]*\)s.*/\1/p' <<< "$out" | awk -Fm '{print (NF > 1 ? $1 * 60 + $2 : $1)}')
         # vm's "boot:" line: power-on to kernel Xs ..., kernel=Ys initrd=Zs userspace=Ws ...
         breakdown=$(sed -n 's/^boot: power-on to kernel \([0-9.]*\)s.* kernel=\([0-9.-]*\)s\{0,1\} initrd=\([0-9.-]*\)s\{0,1\} userspace=\([0-9.-]*\)s\{0,1\} .*/\2 \3 \4 \1/p' <<< "$out")
         uptime=$(sed -n 's/^boot: .* uptime=\([0-9.]*\)s.*/\1/p' <<< "$out")
