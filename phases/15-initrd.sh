@@ -33,11 +33,21 @@ omit_drivers=(md_mod md_cluster raid0 raid1 raid10 raid456 linear multipath faul
     'dm_(bio_prison|cache.*|clone|crypt|delay|ebs|era|flakey|integrity|log.*|mirror)'
     'dm_(multipath|persistent_data|queue_length|raid|region_hash|round_robin|service_time)'
     'dm_(snapshot|switch|thin_pool|unstripe|writecache|zero|zoned)')
+# Files for the initrd only, from a scratch directory in the rootfs (arch-chroot hides /tmp).
+extra=/var/tmp/loisto-initrd-extra
+rm -rf "${ROOTFS:?}$extra"
+trap 'rm -rf "${ROOTFS:?}$extra"' EXIT
+mkdir -p "$ROOTFS$extra/etc/systemd/system"
+# dracut's pre-udev hook, masked: it only loads dm_mod (opening /dev/mapper/control loads it
+# anyway) and reads rd.driver.* options this image does not use, in shell, before udev
+# starts: the initrd is 1.2 s shorter under QEMU -icount without it.
+ln -s /dev/null "$ROOTFS$extra/etc/systemd/system/dracut-pre-udev.service"
 # dracut needs /proc, /sys and /dev; in_rootfs mounts them in a private namespace.
 # zstd: the kernel unpacks it several times faster than gzip -9.
 in_rootfs dracut --force --no-hostonly --reproducible --no-early-microcode \
     --add "systemd systemd-veritysetup dm" --omit "${omit_modules[*]}" \
     --drivers "${drivers[*]}" --omit-drivers "${omit_drivers[*]}" --compress zstd \
+    --include "$extra" / \
     /boot/loisto-initrd.img "$kver"
 # dracut falls back to gzip without a word when the compressor it was asked for is missing
 # from the tree: check the result's magic number.
