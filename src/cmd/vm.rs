@@ -114,7 +114,12 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         // romfile= (none): without it the NIC carries iPXE in an option ROM, which the firmware
         // loads and starts on every boot, only to boot from the disk. The kernel drives the
         // NIC without it, and OVMF's own network stack still offers PXE after the disk.
-        .args(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile="])
+        .args([
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0,romfile=",
+        ])
         .args(usb::qemu_args(&sticks));
     if headless {
         cmd.args(["-display", "none", "-vga", "none"]);
