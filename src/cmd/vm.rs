@@ -164,7 +164,7 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
     }
     let started = std::time::Instant::now();
     let (report, boot) = boot_until(&mut cmd, &mut log, expect.as_ref(), args, g)?;
-    let took = ui::secs(started.elapsed());
+    let took = ui::secs(report.settled.saturating_duration_since(started));
     let tail = || {
         report
             .last_lines

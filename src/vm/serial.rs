@@ -32,9 +32,15 @@ pub struct Report {
     /// A boot loader the firmware refused to start, if the run went on after it.
     pub refusal: Option<String>,
     /// The guest's account of its boot (`LOISTO-BOOT firmware=...`, without the tag), and
-    /// when it arrived after this QEMU run started.
+    /// when the health line it belongs to arrived after this QEMU run started.
     pub boot: Option<(String, Duration)>,
+    /// When the outcome was settled: a match, not the end of the wait for the boot report.
+    pub settled: Instant,
 }
+
+/// How long a run that matched goes on reading for the boot report: the guest prints it right
+/// after its health line (seconds later under emulation: it asks systemd about every unit).
+const BOOT_REPORT_WAIT: Duration = Duration::from_secs(30);
 
 impl Report {
     /// The kernel said it powers off ("reboot: Power down"), as opposed to a reset.
@@ -69,13 +75,22 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial: Vec<u8> = Vec::new();
     let mut refusal = None;
-    let mut boot = None;
+    let mut lines = Seen::default();
     crate::signals::set_child(child.id() as i32);
+    // After a match: until the boot report (if the health line came before it) or the wait.
+    let mut matched: Option<Outcome> = None;
+    let mut settled: Option<Instant> = None;
     let outcome = loop {
         if crate::signals::interrupted() {
             break Outcome::Interrupted;
         }
-        if w.timeout.is_some_and(|t| start.elapsed() > t) {
+        let waited = settled.is_some_and(|at| {
+            lines.boot.is_some() || lines.health_at.is_none() || at.elapsed() > BOOT_REPORT_WAIT
+        });
+        if waited && let Some(o) = matched.take() {
+            break o;
+        }
+        if matched.is_none() && w.timeout.is_some_and(|t| start.elapsed() > t) {
             break Outcome::TimedOut;
         }
         match rx.recv_timeout(Duration::from_millis(200)) {
@@ -87,23 +102,22 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
                     let _ = so.flush();
                 }
                 partial.extend_from_slice(&chunk);
-                let outcome = take_lines(&mut partial, &mut tail, w.expect, &mut refusal);
-                if boot.is_none()
-                    && let Some(l) = tail
-                        .iter()
-                        .rev()
-                        .find_map(|l| l.strip_prefix("LOISTO-BOOT firmware="))
-                {
-                    boot = Some((format!("firmware={l}"), start.elapsed()));
-                }
-                if let Some(o) = outcome {
-                    break o;
+                let expect = if matched.is_some() { None } else { w.expect };
+                let outcome = take_lines(&mut partial, &mut tail, expect, &mut refusal);
+                lines.note(&tail, start.elapsed());
+                match outcome {
+                    Some(o @ Outcome::Matched(_)) => {
+                        settled = Some(Instant::now());
+                        matched = Some(o);
+                    }
+                    Some(o) => break o,
+                    None => {}
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().context("waiting for QEMU")?;
-                break Outcome::Exited(status.code());
+                break matched.take().unwrap_or(Outcome::Exited(status.code()));
             }
         }
     };
@@ -125,8 +139,39 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
         outcome,
         last_lines: tail.into_iter().collect(),
         refusal,
-        boot,
+        boot: lines.boot_report(),
+        settled: settled.unwrap_or_else(Instant::now),
     })
+}
+
+/// The guest's lines vm reports on, as they arrive.
+#[derive(Default)]
+struct Seen {
+    health_at: Option<Duration>,
+    boot: Option<(String, Duration)>,
+}
+
+impl Seen {
+    fn note(&mut self, tail: &VecDeque<String>, now: Duration) {
+        if self.health_at.is_none() && tail.iter().any(|l| l.starts_with("LOISTO-HEALTH ")) {
+            self.health_at = Some(now);
+        }
+        if self.boot.is_none()
+            && let Some(l) = tail
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix("LOISTO-BOOT firmware="))
+        {
+            self.boot = Some((format!("firmware={l}"), now));
+        }
+    }
+
+    /// The report's `uptime=` is the guest's clock at its health line: that line's arrival is
+    /// what to set it against.
+    fn boot_report(self) -> Option<(String, Duration)> {
+        let (line, at) = self.boot?;
+        Some((line, self.health_at.map_or(at, |h| h.min(at))))
+    }
 }
 
 /// Moves complete lines from `partial` into `tail`; ends the run at the first line `expect`
@@ -199,11 +244,31 @@ mod tests {
                 "firmware=- kernel=2.0s uptime=9.5s slowest=x:1.0s".into(),
                 Duration::from_millis(15_000),
             )),
+            settled: Instant::now(),
         };
         assert_eq!(
             r.boot_summary().unwrap(),
             "power-on to kernel 5.5s (firmware, loader; seen from outside), firmware=- kernel=2.0s uptime=9.5s slowest=x:1.0s"
         );
+    }
+
+    #[test]
+    fn the_report_is_set_against_the_health_line_whichever_comes_first() {
+        let lines = |v: &[&str]| v.iter().map(|l| l.to_string()).collect::<VecDeque<_>>();
+        let boot = "LOISTO-BOOT firmware=- uptime=9.5s";
+        let health = "LOISTO-HEALTH id=loisto";
+        let mut seen = Seen::default();
+        seen.note(&lines(&[health]), Duration::from_secs(15));
+        seen.note(&lines(&[health, boot]), Duration::from_secs(17));
+        assert_eq!(
+            seen.boot_report(),
+            Some(("firmware=- uptime=9.5s".into(), Duration::from_secs(15)))
+        );
+        // Images that print the report first.
+        let mut seen = Seen::default();
+        seen.note(&lines(&[boot]), Duration::from_secs(15));
+        seen.note(&lines(&[boot, health]), Duration::from_secs(16));
+        assert_eq!(seen.boot_report().unwrap().1, Duration::from_secs(15));
     }
 
     #[test]

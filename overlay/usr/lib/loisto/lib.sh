@@ -18,8 +18,8 @@ say() {
 
 # The three units that took longest to start, as "a.service:1.2s,b.mount:0.9s": what
 # `systemd-analyze blame` shows, which refuses to answer before the boot has finished. It asks
-# systemd about every unit (~0.6 s under emulation), so the health report asks before its
-# first `rauc status`, while RAUC's daemon is still starting.
+# systemd about every unit (~0.6 s under emulation, idle), so the health report asks after
+# its health line.
 slowest_units() {
     systemctl show --property=Id,InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic '*.service' '*.mount' |
         awk -F= '
@@ -31,12 +31,13 @@ slowest_units() {
 
 # Where this boot's time went, from systemd's own timestamps (microseconds since the kernel
 # started; the firmware's and loader's, which only a loader that records them gives, count
-# back from there), up to now, and the slowest units ($1, from slowest_units):
+# back from there), up to uptime $1 (the health line), and the slowest units ($2, from
+# slowest_units):
 #   firmware=- loader=- kernel=2.3s initrd=3.0s userspace=4.4s uptime=9.7s slowest=a.service:1.2s,...
 boot_report() {
-    now=$(cut -d' ' -f1 /proc/uptime)
+    now=$1
     systemctl show --property=FirmwareTimestampMonotonic,LoaderTimestampMonotonic,InitRDTimestampMonotonic,UserspaceTimestampMonotonic |
-        awk -F= -v now="$now" -v slowest="${1:-none}" '
+        awk -F= -v now="$now" -v slowest="${2:-none}" '
             function s(x) { return x > 0 ? sprintf("%.1fs", x) : "-" }
             { t[$1] = $2 / 1e6 }
             END {
