@@ -78,20 +78,19 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
     let mut lines = Seen::default();
     crate::signals::set_child(child.id() as i32);
     // After a match: until the boot report (if the health line came before it) or the wait.
-    let mut matched: Option<Outcome> = None;
-    let mut settled: Option<Instant> = None;
-    let outcome = loop {
+    let mut matched: Option<(Outcome, Instant)> = None;
+    let (outcome, settled) = loop {
         if crate::signals::interrupted() {
-            break Outcome::Interrupted;
+            break (Outcome::Interrupted, Instant::now());
         }
-        let waited = settled.is_some_and(|at| {
+        let waited = matched.as_ref().is_some_and(|(_, at)| {
             lines.boot.is_some() || lines.health_at.is_none() || at.elapsed() > BOOT_REPORT_WAIT
         });
-        if waited && let Some(o) = matched.take() {
-            break o;
+        if waited && let Some(m) = matched.take() {
+            break m;
         }
         if matched.is_none() && w.timeout.is_some_and(|t| start.elapsed() > t) {
-            break Outcome::TimedOut;
+            break (Outcome::TimedOut, Instant::now());
         }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(chunk) => {
@@ -106,18 +105,17 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
                 let outcome = take_lines(&mut partial, &mut tail, expect, &mut refusal);
                 lines.note(&tail, start.elapsed());
                 match outcome {
-                    Some(o @ Outcome::Matched(_)) => {
-                        settled = Some(Instant::now());
-                        matched = Some(o);
-                    }
-                    Some(o) => break o,
+                    Some(o @ Outcome::Matched(_)) => matched = Some((o, Instant::now())),
+                    Some(o) => break (o, Instant::now()),
                     None => {}
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().context("waiting for QEMU")?;
-                break matched.take().unwrap_or(Outcome::Exited(status.code()));
+                break matched
+                    .take()
+                    .unwrap_or((Outcome::Exited(status.code()), Instant::now()));
             }
         }
     };
@@ -140,7 +138,7 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
         last_lines: tail.into_iter().collect(),
         refusal,
         boot: lines.boot_report(),
-        settled: settled.unwrap_or_else(Instant::now),
+        settled,
     })
 }
 
