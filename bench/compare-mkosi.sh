@@ -100,6 +100,17 @@ bench_mkosi() {
         | awk '{print $2}' | head -n 1) || true
     packages=$(bash -c "source '$repo/image.conf'; echo \"\${DEBIAN_PACKAGES[*]}\"" | tr ' ' ',')
     cp -a "$repo/overlay/." "$m/mkosi.extra/"
+    # DEBIAN_EXTRA_SUITES (the kernel from bookworm-backports): the same mirror, as
+    # LocalMirror= is (mkosi adds this tree's sources to its own).
+    local suites
+    suites=$(bash -c "source '$repo/image.conf'; echo \"\${DEBIAN_EXTRA_SUITES[*]}\"")
+    rm -rf "$m/mkosi.pkgmngr"
+    if [ -n "$suites" ]; then
+        [ -n "$mirror" ] || { echo "DEBIAN_EXTRA_SUITES needs the host's Debian mirror in its apt sources" >&2; exit 1; }
+        mkdir -p "$m/mkosi.pkgmngr/etc/apt/sources.list.d"
+        printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nTrusted: yes\n' "$mirror" "$suites" \
+            > "$m/mkosi.pkgmngr/etc/apt/sources.list.d/extra-suites.sources"
+    fi
     cat > "$m/mkosi.conf" <<EOF
 [Distribution]
 Distribution=debian
@@ -114,6 +125,7 @@ OutputDirectory=output
 CacheDirectory=cache
 
 [Content]
+${suites:+PackageManagerTrees=mkosi.pkgmngr}
 # systemd-repart passes this to mksquashfs: the same compressor as loisto's (set below).
 Environment=SYSTEMD_REPART_MKFS_OPTIONS_SQUASHFS
 Packages=$packages

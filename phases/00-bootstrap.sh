@@ -7,7 +7,7 @@
 # Tools if DISTRO=arch: pacstrap
 # Tools if BOOTSTRAP=rootfs: bsdtar
 # Cache: snapshot
-# Inputs: BOOTSTRAP ROOTFS_TAR $ROOTFS_TAR ROOTFS_DIR DISTRO DEBIAN_SUITE DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
+# Inputs: BOOTSTRAP ROOTFS_TAR $ROOTFS_TAR ROOTFS_DIR DISTRO DEBIAN_SUITE DEBIAN_EXTRA_SUITES DEBIAN_MIRROR DEBIAN_PACKAGES ARCH_PACKAGES PACMAN_CONF pacman.conf
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
@@ -61,12 +61,22 @@ case "$DISTRO" in
             mirror=$(grep -rhsE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
                 | awk '{print $2}' | head -n 1) || true
         fi
+        # One source per suite, all from the same mirror.
+        sources=()
+        if [ -n "$mirror" ]; then
+            for suite in "$DEBIAN_SUITE" "${DEBIAN_EXTRA_SUITES[@]}"; do
+                sources+=("deb $mirror $suite main")
+            done
+        elif [ ${#DEBIAN_EXTRA_SUITES[@]} -gt 0 ]; then
+            echo "DEBIAN_EXTRA_SUITES (${DEBIAN_EXTRA_SUITES[*]}) needs a mirror: set DEBIAN_MIRROR in image.conf (the host's apt sources name none)" >&2
+            exit 1
+        fi
         include=$(IFS=,; echo "${DEBIAN_PACKAGES[*]}")
         # INITRD=No: the kernel's postinst would run dracut for an initrd that 18-strip
         # deletes (15-initrd builds the real one); that was ~45 s of an 80 s bootstrap.
         INITRD=No mmdebstrap --variant=minbase --include="$include" \
             --aptopt='Acquire::Retries "3"' \
-            "$DEBIAN_SUITE" "$ROOTFS" ${mirror:+"$mirror"}
+            "$DEBIAN_SUITE" "$ROOTFS" "${sources[@]}"
         ;;
     arch)
         mkdir -p "$CACHE_DIR/pacman/pkg"

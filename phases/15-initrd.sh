@@ -1,59 +1,102 @@
 #!/usr/bin/env bash
-# Builds the initrd inside the rootfs with the rootfs's own dracut, generic (not host-only),
-# with what it takes to open a dm-verity root: systemd, systemd-veritysetup and dm, and the
-# drivers of the disks an appliance boots from.
+# Builds the initrd: phases/initrd/init (a bash script) and exactly the programs, libraries
+# and kernel modules it calls, copied from the rootfs, so they match its kernel and libc.
+# It opens the dm-verity root and starts the real root's systemd, nothing else: no udev, no
+# systemd in the initrd (dracut's generic systemd initrd took 5.5 s of a 24 s boot under
+# emulation; this one ~2 s, /var and /data mounts included, and it builds in 6 s instead of ~20).
 # It runs before the overlay and configuration so that changing those never rebuilds it;
 # the result stays at /boot/loisto-initrd.img (the verity phase leaves it out of the OS image).
-# Tools: arch-chroot unshare
-# Inputs: none
+# Tools: chroot cpio lz4 xz zstd
+# Inputs: phases/initrd/
 # Cache: snapshot
 set -euo pipefail
 source "$PROJECT_DIR/phases/lib/common.sh"
 
 kver=$(rootfs_kernel_version)
 echo "kernel $kver"
-# Exactly these kernel modules (and what they depend on), instead of every storage, network
-# and input driver of a generic initrd (803 modules, 133 MB unpacked, 38 MB gzip): the kernel
-# unpacks it and udev loads its modules on every boot.
+# Drivers for the disks an appliance boots from, and what opens the verity root; modprobe
+# adds what each one depends on. The initrd loads the ones the hardware asks for.
 drivers=(
     virtio_pci virtio_blk virtio_scsi                      # QEMU/KVM
     nvme ahci ata_piix sd_mod                              # NVMe, SATA
     xhci_pci ehci_pci ohci_pci uhci_hcd usb_storage uas    # USB sticks and disks
     mmc_block sdhci_pci sdhci_acpi                         # eMMC, SD cards
-    dm_mod dm_verity squashfs erofs                        # the verity root
+    dm_mod dm_verity squashfs erofs sha256_ssse3           # the verity root
+    ext4                                                   # /var and /data (fstab)
 )
-# What dracut adds by default that a verity root never uses: LUKS (with it every crypto
-# module of the kernel), RAID, thin/cache/snapshot targets, bcache and the cluster lock
-# manager (the dm module copies all of drivers/md), and the shutdown and /usr-mount hooks.
-# Without them the initrd is ~40% smaller, which OVMF loads and the kernel unpacks on every
-# boot, and dracut writes it faster.
-omit_modules=(plymouth nvdimm overlay-root lunmask resume virtiofs qemu kernel-modules-extra
-    crypt terminfo usrmount shutdown)
-omit_drivers=(md_mod md_cluster raid0 raid1 raid10 raid456 linear multipath faulty bcache dlm
-    'dm_(bio_prison|cache.*|clone|crypt|delay|ebs|era|flakey|integrity|log.*|mirror)'
-    'dm_(multipath|persistent_data|queue_length|raid|region_hash|round_robin|service_time)'
-    'dm_(snapshot|switch|thin_pool|unstripe|writecache|zero|zoned)')
-# Files for the initrd only, from a scratch directory in the rootfs (arch-chroot hides /tmp).
-extra=/var/tmp/loisto-initrd-extra
-rm -rf "${ROOTFS:?}$extra"
-trap 'rm -rf "${ROOTFS:?}$extra"' EXIT
-mkdir -p "$ROOTFS$extra/etc/systemd/system"
-# dracut's pre-udev hook, masked: it only loads dm_mod (opening /dev/mapper/control loads it
-# anyway) and reads rd.driver.* options this image does not use, in shell, before udev
-# starts: the initrd is 1.2 s shorter under QEMU -icount without it.
-ln -s /dev/null "$ROOTFS$extra/etc/systemd/system/dracut-pre-udev.service"
-# dracut needs /proc, /sys and /dev; in_rootfs mounts them in a private namespace.
-# zstd: the kernel unpacks it several times faster than gzip -9.
-in_rootfs dracut --force --no-hostonly --reproducible --no-early-microcode \
-    --add "systemd systemd-veritysetup dm" --omit "${omit_modules[*]}" \
-    --drivers "${drivers[*]}" --omit-drivers "${omit_drivers[*]}" --compress zstd \
-    --include "$extra" / \
-    /boot/loisto-initrd.img "$kver"
-# dracut falls back to gzip without a word when the compressor it was asked for is missing
-# from the tree: check the result's magic number.
-magic=$(od -An -tx1 -N4 "$ROOTFS/boot/loisto-initrd.img" | tr -d ' ')
-if [ "$magic" != 28b52ffd ]; then
-    echo "the initrd is not zstd-compressed (magic $magic): install zstd in the rootfs (DEBIAN_PACKAGES, ARCH_PACKAGES)" >&2
+# What phases/initrd/init runs (bash runs it; kmod is modprobe, for it and the kernel).
+found=$(chroot "$ROOTFS" bash -c 'for p; do command -v "$p" || { echo "$p" >&2; exit 1; }; done' \
+    bash bash mount mkdir sleep switch_root kmod) || {
+    echo "the rootfs lacks the program named above (the initrd needs bash, mount, mkdir, sleep, switch_root, kmod)" >&2
     exit 1
-fi
-ls -l "$ROOTFS/boot"
+}
+mapfile -t programs <<< "$found"
+programs+=(/usr/lib/systemd/systemd-veritysetup)
+# systemd loads libcryptsetup with dlopen(), so ldd does not list it.
+dlopened=(libcryptsetup.so.12)
+
+# Assembled inside the rootfs (its ldd, modprobe and depmod), packed from outside.
+stage=/var/tmp/loisto-initrd
+root="$ROOTFS$stage"
+rm -rf "${root:?}"
+trap 'rm -rf "${root:?}"' EXIT
+mkdir -p "$root"/{dev,proc,sys,run,sysroot,usr/bin,usr/sbin,usr/lib}
+# The same merged-/usr links as the rootfs (bin -> usr/bin, ...), relative so they resolve
+# inside the initrd.
+for link in bin sbin lib lib64; do
+    if [ -L "$ROOTFS/$link" ]; then
+        target=$(readlink "$ROOTFS/$link")
+        target=${target#/}
+        mkdir -p "$root/$target"
+        ln -s "$target" "$root/$link"
+    fi
+done
+# The kernel opens the console before it starts /init.
+mknod -m 600 "$root/dev/console" c 5 1
+
+# Programs and the libraries they load, each at the path the loader looks for it, with the
+# rootfs's symlinks resolved inside the rootfs (not on the host).
+libs=()
+for lib in "${dlopened[@]}"; do
+    path=$(chroot "$ROOTFS" ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+    [ -n "$path" ] || { echo "the rootfs has no $lib (systemd-veritysetup loads it)" >&2; exit 1; }
+    libs+=("$path")
+done
+mapfile -t files < <(chroot "$ROOTFS" ldd "${programs[@]}" "${libs[@]}" |
+    awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $2 ~ /^\(/ {print $1}' | sort -u)
+for f in "${programs[@]}" "${libs[@]}" "${files[@]}"; do
+    real=$(chroot "$ROOTFS" realpath -e "$f")
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$ROOTFS$real" "$root$f"
+done
+ln -s kmod "$root/usr/bin/modprobe"
+[ -e "$root/sbin/modprobe" ] || ln -s ../bin/kmod "$root/usr/sbin/modprobe"
+install -m 755 "$PROJECT_DIR/phases/initrd/init" "$root/init"
+
+# Modules with their dependencies, in the rootfs's layout, and an index of just those.
+mapfile -t modules < <(chroot "$ROOTFS" modprobe --set-version "$kver" --show-depends -a "${drivers[@]}" |
+    awk '$1 == "insmod" {print $2}' | sort -u)
+# Stored uncompressed: the initrd is compressed as a whole, and kmod unpacking each XZ
+# (Debian's 6.12) or zstd (Arch) module at boot cost ~0.6 s of the initrd under emulation.
+for m in "${modules[@]}"; do
+    mkdir -p "$root$(dirname "$m")"
+    case $m in
+        *.ko.xz) xz -dc "$ROOTFS$m" > "$root${m%.xz}" ;;
+        *.ko.zst) zstd -qdc "$ROOTFS$m" > "$root${m%.zst}" ;;
+        *) cp "$ROOTFS$m" "$root$m" ;;
+    esac
+done
+cp "$ROOTFS/usr/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$root/usr/lib/modules/$kver/"
+chroot "$ROOTFS" depmod -b "$stage" "$kver"
+echo "${#modules[@]} modules, $(du -sh "$root" | cut -f1) unpacked"
+
+# A reproducible archive: sorted names, one timestamp, root-owned, inode numbers from 0.
+# LZ4 (-l: the legacy frame, the only one the kernel reads): it unpacks the 22 MB in 0.46 s
+# under emulation where zstd -19 took 0.73 s, for 13 MB instead of 9.
+find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+initrd="$ROOTFS/boot/loisto-initrd.img"
+(cd "$root" && find . -print0 | LC_ALL=C sort -z |
+    cpio --null --create --format=newc --reproducible --owner=0:0 --quiet) |
+    lz4 -q -l -12 > "$initrd.partial"
+mv "$initrd.partial" "$initrd"
+ls -l "$initrd"

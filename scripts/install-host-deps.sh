@@ -10,7 +10,7 @@ set -euo pipefail
 . /etc/os-release
 
 DEBIAN_PKGS=(
-  mmdebstrap squashfs-tools erofs-utils cryptsetup-bin zstd
+  mmdebstrap squashfs-tools erofs-utils cryptsetup-bin zstd cpio lz4 xz-utils
   systemd systemd-boot-efi python3-pefile binutils
   mtools dosfstools fdisk faketime
   qemu-system-x86 qemu-utils ovmf
@@ -24,7 +24,7 @@ DEBIAN_PKGS=(
 DEBIAN_BACKPORTS=(systemd systemd-boot-efi qemu-system-x86 qemu-utils mmdebstrap python3-virt-firmware)
 
 ARCH_PKGS=(
-  arch-install-scripts pacman squashfs-tools erofs-utils cryptsetup zstd systemd systemd-ukify
+  arch-install-scripts pacman squashfs-tools erofs-utils cryptsetup zstd cpio lz4 xz systemd systemd-ukify
   python-pefile mtools dosfstools libfaketime qemu-system-x86 edk2-ovmf rauc openssl sbsigntools efitools virt-firmware softhsm libp11 opensc
   mmdebstrap shellcheck util-linux git python libarchive binutils acl time busybox
 )

@@ -45,6 +45,36 @@ pub const KNOWN: &[Known] = &[
         version_args: &["--version"],
     },
     Known {
+        name: "chroot",
+        debian: "coreutils",
+        arch: "coreutils",
+        version_args: &["--version"],
+    },
+    Known {
+        name: "cpio",
+        debian: "cpio",
+        arch: "cpio",
+        version_args: &["--version"],
+    },
+    Known {
+        name: "lz4",
+        debian: "lz4",
+        arch: "lz4",
+        version_args: &["--version"],
+    },
+    Known {
+        name: "xz",
+        debian: "xz-utils",
+        arch: "xz",
+        version_args: &["--version"],
+    },
+    Known {
+        name: "zstd",
+        debian: "zstd",
+        arch: "zstd",
+        version_args: &["--version"],
+    },
+    Known {
         name: "pzstd",
         debian: "zstd",
         arch: "zstd",

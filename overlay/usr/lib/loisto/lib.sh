@@ -31,18 +31,20 @@ slowest_units() {
 
 # Where this boot's time went, from systemd's own timestamps (microseconds since the kernel
 # started; the firmware's and loader's, which only a loader that records them gives, count
-# back from there), up to uptime $1 (the health line), and the slowest units ($2, from
-# slowest_units):
+# back from there) and the initrd's (its uptime when it started and when it handed over, in
+# /run/loisto/initrd-uptime: systemd knows only a systemd initrd's), up to uptime $1 (the
+# health line), and the slowest units ($2, from slowest_units):
 #   firmware=- loader=- kernel=2.3s initrd=3.0s userspace=4.4s uptime=9.7s slowest=a.service:1.2s,...
 boot_report() {
     now=$1
     systemctl show --property=FirmwareTimestampMonotonic,LoaderTimestampMonotonic,InitRDTimestampMonotonic,UserspaceTimestampMonotonic |
-        awk -F= -v now="$now" -v slowest="${2:-none}" '
+        awk -F= -v now="$now" -v slowest="${2:-none}" -v initrd="$(cat /run/loisto/initrd-uptime 2>/dev/null)" '
             function s(x) { return x > 0 ? sprintf("%.1fs", x) : "-" }
             { t[$1] = $2 / 1e6 }
             END {
                 fw = t["FirmwareTimestampMonotonic"]; ld = t["LoaderTimestampMonotonic"]
                 rd = t["InitRDTimestampMonotonic"]; us = t["UserspaceTimestampMonotonic"]
+                if (rd == 0 && split(initrd, ours, " ") == 2) rd = ours[1]
                 printf "firmware=%s loader=%s kernel=%s initrd=%s userspace=%s uptime=%.1fs slowest=%s\n",
                     s(fw - ld), s(ld), s(rd > 0 ? rd : us), s(rd > 0 ? us - rd : 0), s(now - us), now, slowest
             }'
