@@ -98,19 +98,13 @@ bench_mkosi() {
     mkdir -p "$m/mkosi.repart" "$m/mkosi.extra"
     mirror=$(grep -rhsE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
         | awk '{print $2}' | head -n 1) || true
-    packages=$(bash -c "source '$repo/image.conf'; echo \"\${DEBIAN_PACKAGES[*]}\"" | tr ' ' ',')
+    # name/suite (the kernel from DEBIAN_EXTRA_SUITES) becomes plain name: mkosi 24 cannot
+    # take a package from bookworm-backports (with that index present, its default initrd's
+    # package list fails on systemd-cryptsetup), so its image has bookworm's kernel.
+    packages=$(bash -c "source '$repo/image.conf'; echo \"\${DEBIAN_PACKAGES[*]}\"" | sed -E 's|/[^ ]+||g' | tr ' ' ',')
     cp -a "$repo/overlay/." "$m/mkosi.extra/"
-    # DEBIAN_EXTRA_SUITES (the kernel from bookworm-backports): the same mirror, as
-    # LocalMirror= is (mkosi adds this tree's sources to its own).
-    local suites
-    suites=$(bash -c "source '$repo/image.conf'; echo \"\${DEBIAN_EXTRA_SUITES[*]}\"")
+    # mkosi 24 reads a mkosi.pkgmngr/ tree on its own: none from an earlier run.
     rm -rf "$m/mkosi.pkgmngr"
-    if [ -n "$suites" ]; then
-        [ -n "$mirror" ] || { echo "DEBIAN_EXTRA_SUITES needs the host's Debian mirror in its apt sources" >&2; exit 1; }
-        mkdir -p "$m/mkosi.pkgmngr/etc/apt/sources.list.d"
-        printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nTrusted: yes\n' "$mirror" "$suites" \
-            > "$m/mkosi.pkgmngr/etc/apt/sources.list.d/extra-suites.sources"
-    fi
     cat > "$m/mkosi.conf" <<EOF
 [Distribution]
 Distribution=debian
@@ -125,7 +119,6 @@ OutputDirectory=output
 CacheDirectory=cache
 
 [Content]
-${suites:+PackageManagerTrees=mkosi.pkgmngr}
 # systemd-repart passes this to mksquashfs: the same compressor as loisto's (set below).
 Environment=SYSTEMD_REPART_MKFS_OPTIONS_SQUASHFS
 Packages=$packages

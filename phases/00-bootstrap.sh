@@ -61,22 +61,20 @@ case "$DISTRO" in
             mirror=$(grep -rhsE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ \
                 | awk '{print $2}' | head -n 1) || true
         fi
-        # One source per suite, all from the same mirror.
-        sources=()
-        if [ -n "$mirror" ]; then
-            for suite in "$DEBIAN_SUITE" "${DEBIAN_EXTRA_SUITES[@]}"; do
-                sources+=("deb $mirror $suite main")
-            done
-        elif [ ${#DEBIAN_EXTRA_SUITES[@]} -gt 0 ]; then
-            echo "DEBIAN_EXTRA_SUITES (${DEBIAN_EXTRA_SUITES[*]}) needs a mirror: set DEBIAN_MIRROR in image.conf (the host's apt sources name none)" >&2
-            exit 1
-        fi
+        # DEBIAN_EXTRA_SUITES: each one from the mirror of DEBIAN_SUITE's line in the
+        # sources.list mmdebstrap writes (its default mirror when none is known), added
+        # before the first apt update.
+        hooks=()
+        for suite in "${DEBIAN_EXTRA_SUITES[@]}"; do
+            list='"$1/etc/apt/sources.list.d/loisto-extra-suites.list"'
+            hooks+=(--setup-hook="sed -n -E 's/^(deb .* )$DEBIAN_SUITE( .*)\$/\\1$suite\\2/p' \"\$1/etc/apt/sources.list\" >> $list && grep -q ' $suite ' $list")
+        done
         include=$(IFS=,; echo "${DEBIAN_PACKAGES[*]}")
         # INITRD=No: the kernel's postinst would run dracut for an initrd that 18-strip
         # deletes (15-initrd builds the real one); that was ~45 s of an 80 s bootstrap.
         INITRD=No mmdebstrap --variant=minbase --include="$include" \
             --aptopt='Acquire::Retries "3"' \
-            "$DEBIAN_SUITE" "$ROOTFS" "${sources[@]}"
+            "${hooks[@]}" "$DEBIAN_SUITE" "$ROOTFS" ${mirror:+"$mirror"}
         ;;
     arch)
         mkdir -p "$CACHE_DIR/pacman/pkg"

@@ -58,7 +58,8 @@ mknod -m 600 "$root/dev/console" c 5 1
 # rootfs's symlinks resolved inside the rootfs (not on the host).
 libs=()
 for lib in "${dlopened[@]}"; do
-    path=$(chroot "$ROOTFS" ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+    # (awk reads all of it: exiting early would fail the pipe with SIGPIPE)
+    path=$(chroot "$ROOTFS" ldconfig -p | awk -v l="$lib" '$1 == l && !found {print $NF; found = 1}')
     [ -n "$path" ] || { echo "the rootfs has no $lib (systemd-veritysetup loads it)" >&2; exit 1; }
     libs+=("$path")
 done

@@ -23,14 +23,14 @@ if [ -f "$PROJECT_DIR/keys/secureboot.key" ] && [ -f "$PROJECT_DIR/keys/securebo
 fi
 
 for slot in a b; do
-    # Corruption panics the kernel (and panic=N reboots it) instead of serving bad data; a
-    # failure in the initrd reboots instead of waiting at a shell, so a bad trial boot ends
-    # on the last good slot.
+    # Corruption panics the kernel (and panic=N reboots it) instead of serving bad data, as
+    # any failure in the initrd does (phases/initrd/init), so a bad trial boot ends on the
+    # last good slot.
     cmdline="roothash=$roothash systemd.verity_root_data=PARTLABEL=root-$slot"
     cmdline+=" systemd.verity_root_hash=PARTLABEL=root-$slot-verity"
     cmdline+=" systemd.verity_root_options=panic-on-corruption"
     cmdline+=" root=/dev/mapper/root rootfstype=$ROOT_FORMAT ro rauc.slot=${slot^^}"
-    cmdline+=" rd.shell=0 rd.emergency=reboot $KERNEL_CMDLINE"
+    cmdline+=" $KERNEL_CMDLINE"
 
     uki=$(artifact ".slot-$slot.efi")
     rm -f "$uki" "$uki.unsigned"

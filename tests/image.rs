@@ -275,7 +275,7 @@ fn the_build_records_split_artifacts_checksums_and_verity_layout() {
             format!("systemd.verity_root_hash=PARTLABEL=root-{slot}-verity "),
             format!("rauc.slot={} ", slot.to_uppercase()),
             "panic-on-corruption".to_string(),
-            "rd.emergency=reboot".to_string(),
+            "panic=10".to_string(),
         ] {
             assert!(cmdline.contains(&want), "slot {slot} lacks {want:?}: {cmdline}");
         }
