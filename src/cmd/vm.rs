@@ -216,14 +216,14 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
         (Outcome::Exited(code), Some(re)) => bail!(
             "the VM stopped after {took}{boots} (qemu exit {}) before the console matched /{re}/{}; last lines:\n{}\nfull log: {}",
             code.map_or("by signal".into(), |c| c.to_string()),
-            if report.last_lines.iter().any(|l| l.contains("Kernel panic")) {
-                " (kernel panic)"
+            if let Some(p) = &report.panic {
+                format!(" (kernel panic: {})", p.trim_start_matches("Kernel panic - "))
             } else if report.powered_off() {
-                " (the guest powered off)"
+                " (the guest powered off)".into()
             } else if args.reboots > 0 {
-                " (it reset once more than --reboots allows)"
+                " (it reset once more than --reboots allows)".into()
             } else {
-                " (the guest reset; --reboots N follows N reboots)"
+                " (the guest reset; --reboots N follows N reboots)".into()
             },
             tail(),
             log_path.display()

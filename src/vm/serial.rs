@@ -31,6 +31,9 @@ pub struct Report {
     pub last_lines: Vec<String>,
     /// A boot loader the firmware refused to start, if the run went on after it.
     pub refusal: Option<String>,
+    /// The kernel's panic line, if the last kernel to start panicked. Kept apart from
+    /// `last_lines`: a panic's backtrace (6.12's: ~40 lines) pushes it out of them.
+    pub panic: Option<String>,
     /// The guest's account of its boot (`LOISTO-BOOT firmware=...`, without the tag), and
     /// when the health line it belongs to arrived after this QEMU run started.
     pub boot: Option<(String, Duration)>,
@@ -75,6 +78,7 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial: Vec<u8> = Vec::new();
     let mut refusal = None;
+    let mut panic = None;
     let mut lines = Seen::default();
     crate::signals::set_child(child.id() as i32);
     // After a match: until the boot report (if the health line came before it) or the wait.
@@ -102,7 +106,7 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
                 }
                 partial.extend_from_slice(&chunk);
                 let expect = if matched.is_some() { None } else { w.expect };
-                let outcome = take_lines(&mut partial, &mut tail, expect, &mut refusal);
+                let outcome = take_lines(&mut partial, &mut tail, expect, &mut refusal, &mut panic);
                 lines.note(&tail, start.elapsed());
                 match outcome {
                     Some(o @ Outcome::Matched(_)) => matched = Some((o, Instant::now())),
@@ -137,6 +141,7 @@ pub fn follow(child: &mut Child, log: &mut std::fs::File, w: &Watch) -> Result<R
         outcome,
         last_lines: tail.into_iter().collect(),
         refusal,
+        panic,
         boot: lines.boot_report(),
         settled,
     })
@@ -174,15 +179,22 @@ impl Seen {
 
 /// Moves complete lines from `partial` into `tail`; ends the run at the first line `expect`
 /// matches, or when the firmware gives up on the disk after refusing to load from it.
+/// Notes the kernel's panic line, forgotten when a kernel starts again (a reset).
 fn take_lines(
     partial: &mut Vec<u8>,
     tail: &mut VecDeque<String>,
     expect: Option<&Regex>,
     refusal: &mut Option<String>,
+    panic: &mut Option<String>,
 ) -> Option<Outcome> {
     while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
         let raw: Vec<u8> = partial.drain(..=pos).collect();
         let line = clean(&raw);
+        if let Some(at) = line.find("Kernel panic - ") {
+            panic.get_or_insert_with(|| line[at..].trim_end().to_string());
+        } else if line.contains("] Linux version ") {
+            *panic = None;
+        }
         tail.push_back(line.clone());
         if tail.len() > 30 {
             tail.pop_front();
@@ -238,6 +250,7 @@ mod tests {
             outcome: Outcome::TimedOut,
             last_lines: vec![],
             refusal: None,
+            panic: None,
             boot: Some((
                 "firmware=- kernel=2.0s uptime=9.5s slowest=x:1.0s".into(),
                 Duration::from_millis(15_000),
@@ -270,15 +283,35 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_is_remembered_past_its_backtrace_until_a_kernel_starts_again() {
+        let mut tail = VecDeque::new();
+        let mut panic = None;
+        let mut log = String::from("[    2.0] Kernel panic - not syncing: Attempted to kill init!\r\n");
+        for i in 0..40 {
+            log.push_str(&format!("[    2.1]  ? frame_{i}+0x10/0x20\r\n"));
+        }
+        let mut partial = log.into_bytes();
+        take_lines(&mut partial, &mut tail, None, &mut None, &mut panic);
+        assert!(!tail.iter().any(|l| l.contains("Kernel panic")));
+        assert_eq!(
+            panic.as_deref(),
+            Some("Kernel panic - not syncing: Attempted to kill init!")
+        );
+        let mut partial = b"[    0.000000] Linux version 6.12.95\r\n".to_vec();
+        take_lines(&mut partial, &mut tail, None, &mut None, &mut panic);
+        assert_eq!(panic, None);
+    }
+
+    #[test]
     fn lines_are_cleaned_and_matched_once_complete() {
         let re = Regex::new(r"^HEALTH id=\w+$").unwrap();
         let mut tail = VecDeque::new();
         let mut partial = b"boot\r\n\x1b[0;32mOK\x1b[0m\r\nHEALTH id=lo".to_vec();
         let mut refusal = None;
-        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal).is_none());
+        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal, &mut None).is_none());
         partial.extend_from_slice(b"isto\r\n");
         assert!(matches!(
-            take_lines(&mut partial, &mut tail, Some(&re), &mut refusal),
+            take_lines(&mut partial, &mut tail, Some(&re), &mut refusal, &mut None),
             Some(Outcome::Matched(l)) if l == "HEALTH id=loisto"
         ));
         assert_eq!(tail, ["boot", "OK", "HEALTH id=loisto"]);
@@ -292,19 +325,19 @@ mod tests {
         let mut tail = VecDeque::new();
         let mut refusal = None;
         let mut partial = format!("{denied}\r\nBdsDxe: starting Boot1A0A \"A\"\r\n").into_bytes();
-        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal).is_none());
+        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal, &mut None).is_none());
         assert_eq!(refusal.as_deref(), Some(denied));
         // Refused, then network boot: ends with the refusal.
         let mut refusal = None;
         let mut partial = format!("{denied}\r\n>>Start PXE over IPv4.\r\n").into_bytes();
         assert!(matches!(
-            take_lines(&mut partial, &mut tail, Some(&re), &mut refusal),
+            take_lines(&mut partial, &mut tail, Some(&re), &mut refusal, &mut None),
             Some(Outcome::Refused(l)) if l == denied
         ));
         // Network boot alone (no disk at all) is not a refusal.
         let mut refusal = None;
         let mut partial = b">>Start PXE over IPv4.\r\n".to_vec();
-        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal).is_none());
+        assert!(take_lines(&mut partial, &mut tail, Some(&re), &mut refusal, &mut None).is_none());
     }
 
     #[test]
