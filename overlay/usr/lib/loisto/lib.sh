@@ -7,6 +7,8 @@ UPDATE_STATE=/var/lib/loisto/update
 # Marks this boot healthy; the USB updater installs nothing before it exists.
 # shellcheck disable=SC2034
 HEALTHY_FLAG=/run/loisto/healthy
+# What loisto-boot-entries found this boot: "order=1A0A,0001" and one "A=1A0A" per slot.
+BOOT_ENTRIES=/run/loisto/boot-entries
 
 # One line on the console (tests and fleet tooling match on "LOISTO-<TAG> ...") and in the journal.
 say() {
@@ -103,6 +105,16 @@ slots_summary() {
             [ -n "$name" ] && echo "$name=${status:-unknown}:${version:-factory}"
         done | sort | tr '\n' ' ' | sed 's/ $//'
     )
+}
+
+# True when slot $1's boot entry was in BootOrder when loisto-boot-entries read the firmware's
+# variables this boot: what RAUC's efi backend calls a good slot, known without starting RAUC.
+in_boot_order_at_boot() {
+    [ -r "$BOOT_ENTRIES" ] || return 1
+    awk -v slot="$1" -F= '
+        $1 == "order" { n = split($2, order, ",") }
+        $1 == slot { entry = $2 }
+        END { for (i = 1; i <= n; i++) if (entry != "" && order[i] == entry) exit 0; exit 1 }' "$BOOT_ENTRIES"
 }
 
 # "good", "bad" or "unknown" for slot bootname $2 in $1 (what slots_summary printed): read
