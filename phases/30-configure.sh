@@ -59,6 +59,18 @@ systemctl --root="$ROOTFS" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_
 systemctl --root="$ROOTFS" mask sys-kernel-debug.mount sys-kernel-tracing.mount \
     dev-hugepages.mount sys-fs-fuse-connections.mount sys-kernel-config.mount \
     modprobe@fuse.service modprobe@configfs.service
+# Early-boot jobs that stood between PID 1 and sysinit.target (and so the health report),
+# for what an appliance does not do: device nodes for modules not loaded yet (the modules
+# make their nodes when they load: loop, which RAUC needs, is loaded at every boot), the
+# permissions of those nodes, a remount of the read-only root the initrd mounted as it
+# should be, dm_mod (the initrd loaded it for verity), POSIX message queues and binfmt_misc
+# (running foreign binaries). sysinit.target came 0.7 s sooner under emulation.
+systemctl --root="$ROOTFS" mask kmod-static-nodes.service systemd-tmpfiles-setup-dev.service \
+    systemd-remount-fs.service modprobe@dm_mod.service dev-mqueue.mount \
+    proc-sys-fs-binfmt_misc.automount
+# Debian's modules-load.d file is only comments, but its presence starts
+# systemd-modules-load.service at every boot; a module list from the overlay starts it again.
+rm -f "$ROOTFS/etc/modules-load.d/modules.conf"
 # Generators for what an appliance does not have, each one a program run at every boot (~0.1 s
 # apiece under emulation): LUKS and dm-integrity volumes, hibernation, SysV init scripts,
 # rc.local, offline system updates, serial gettys (masked above), partitions found by GPT
