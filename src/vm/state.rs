@@ -85,6 +85,23 @@ pub fn open(
         std::fs::copy(vars_template, &state.vars)
             .with_context(|| format!("copying {} to {}", vars_template.display(), state.vars.display()))?;
     }
+    // A variable store is laid out for one firmware build's flash: another build (a machine
+    // made when vm picked the 4 MB OVMF) would not find its variables, or not start.
+    let have = std::fs::metadata(&state.vars)?.len();
+    let want = std::fs::metadata(vars_template)
+        .with_context(|| format!("reading {}", vars_template.display()))?
+        .len();
+    if have != want {
+        return Err(UsageError::new(format!(
+            "the UEFI variables in {} ({} KiB) are for another firmware build than {} ({} KiB): remove \
+             the directory to make a new machine, or pass --firmware with the build it was made with",
+            state.vars.display(),
+            have >> 10,
+            vars_template.display(),
+            want >> 10
+        ))
+        .into());
+    }
     Ok(State { fresh, ..state })
 }
 
@@ -104,14 +121,38 @@ mod tests {
         let s = open(&dir, || Ok(image.clone()), Some(16384), &vars, false).unwrap();
         assert!(s.fresh);
         assert_eq!(std::fs::metadata(&s.disk).unwrap().len(), 16384);
-        std::fs::write(&s.vars, b"boot entries").unwrap();
+        std::fs::write(&s.vars, b"entries!").unwrap();
 
         // The second run boots the same disk and variables and never needs the image.
         let s = open(&dir, || panic!("image asked for"), None, &vars, false).unwrap();
         assert!(!s.fresh);
-        assert_eq!(std::fs::read(&s.vars).unwrap(), b"boot entries");
+        assert_eq!(std::fs::read(&s.vars).unwrap(), b"entries!");
         assert!(open(&dir, || panic!(), Some(4096), &vars, false).is_err());
         // Its variables hold no Secure Boot keys: it cannot be run with --secure-boot.
         assert!(open(&dir, || panic!(), None, &vars, true).is_err());
+    }
+
+    #[test]
+    fn variables_made_for_another_firmware_build_are_refused_with_what_to_do() {
+        let t = tempfile::tempdir().unwrap();
+        let image = t.path().join("image.img");
+        std::fs::write(&image, vec![7u8; 8192]).unwrap();
+        let (small, large) = (t.path().join("VARS.fd"), t.path().join("VARS_4M.fd"));
+        std::fs::write(&small, vec![0u8; 128]).unwrap();
+        std::fs::write(&large, vec![0u8; 540]).unwrap();
+        let dir = t.path().join("machine");
+        open(&dir, || Ok(image.clone()), None, &large, false).unwrap();
+
+        let e = open(&dir, || panic!("image asked for"), None, &small, false)
+            .err()
+            .unwrap();
+        let msg = format!("{e:#}");
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{msg}");
+        assert!(
+            msg.contains("another firmware build") && msg.contains("remove"),
+            "{msg}"
+        );
+        // The machine is left as it was.
+        assert_eq!(std::fs::metadata(dir.join("vars.fd")).unwrap().len(), 540);
     }
 }

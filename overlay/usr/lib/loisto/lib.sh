@@ -54,7 +54,8 @@ boot_report() {
 
 # The slot this boot came from: rauc.slot= on the UKI's command line (A or B).
 booted_slot() {
-    for word in $(cat /proc/cmdline); do
+    read -r cmdline < /proc/cmdline
+    for word in $cmdline; do
         case "$word" in rauc.slot=*) echo "${word#rauc.slot=}"; return 0 ;; esac
     done
     echo "?"
