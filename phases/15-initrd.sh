@@ -23,20 +23,20 @@ drivers=(
     mmc_block sdhci_pci sdhci_acpi                         # eMMC, SD cards
     dm_mod dm_verity squashfs erofs sha256_ssse3           # the verity root
 )
-# The file systems of the real root's /etc/fstab (/var and /data), which the initrd mounts:
-# it loads them while it waits for the disk (ext4 alone is ~0.4 s under emulation).
-fstab_modules=(ext4)
-drivers+=("${fstab_modules[@]}")
-# What phases/initrd/init runs (bash runs it; kmod is modprobe, for it and the kernel).
+# What the real root needs at once: the file systems of its /etc/fstab (/var and /data),
+# which the initrd mounts, and autofs4, which systemd loads (unpacking its XZ file) before it
+# starts anything. The initrd loads them while it waits for the disk (ext4 alone is ~0.4 s
+# under emulation); systemd finds autofs4 loaded.
+root_modules=(ext4 autofs4)
+drivers+=("${root_modules[@]}")
+# What phases/initrd/init runs (bash runs it; kmod is modprobe, for it and the kernel; od
+# reads the verity superblock and dmsetup loads the table veritysetup would).
 found=$(chroot "$ROOTFS" bash -c 'for p; do command -v "$p" || { echo "$p" >&2; exit 1; }; done' \
-    bash bash mount mkdir sleep switch_root kmod) || {
-    echo "the rootfs lacks the program named above (the initrd needs bash, mount, mkdir, sleep, switch_root, kmod)" >&2
+    bash bash mount mkdir sleep switch_root kmod od dmsetup) || {
+    echo "the rootfs lacks the program named above (the initrd needs bash, mount, mkdir, sleep, switch_root, kmod, od, dmsetup)" >&2
     exit 1
 }
 mapfile -t programs <<< "$found"
-programs+=(/usr/lib/systemd/systemd-veritysetup)
-# systemd loads libcryptsetup with dlopen(), so ldd does not list it.
-dlopened=(libcryptsetup.so.12)
 
 # Assembled inside the rootfs (its ldd, modprobe and depmod), packed from outside.
 stage=/var/tmp/loisto-initrd
@@ -59,16 +59,9 @@ mknod -m 600 "$root/dev/console" c 5 1
 
 # Programs and the libraries they load, each at the path the loader looks for it, with the
 # rootfs's symlinks resolved inside the rootfs (not on the host).
-libs=()
-for lib in "${dlopened[@]}"; do
-    # (awk reads all of it: exiting early would fail the pipe with SIGPIPE)
-    path=$(chroot "$ROOTFS" ldconfig -p | awk -v l="$lib" '$1 == l && !found {print $NF; found = 1}')
-    [ -n "$path" ] || { echo "the rootfs has no $lib (systemd-veritysetup loads it)" >&2; exit 1; }
-    libs+=("$path")
-done
-mapfile -t files < <(chroot "$ROOTFS" ldd "${programs[@]}" "${libs[@]}" |
+mapfile -t files < <(chroot "$ROOTFS" ldd "${programs[@]}" |
     awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $2 ~ /^\(/ {print $1}' | sort -u)
-for f in "${programs[@]}" "${libs[@]}" "${files[@]}"; do
+for f in "${programs[@]}" "${files[@]}"; do
     real=$(chroot "$ROOTFS" realpath -e "$f")
     mkdir -p "$root$(dirname "$f")"
     cp -L "$ROOTFS$real" "$root$f"
@@ -77,7 +70,7 @@ ln -s kmod "$root/usr/bin/modprobe"
 [ -e "$root/sbin/modprobe" ] || ln -s ../bin/kmod "$root/usr/sbin/modprobe"
 install -m 755 "$PROJECT_DIR/phases/initrd/init" "$root/init"
 mkdir -p "$root/etc"
-printf '%s\n' "${fstab_modules[@]}" > "$root/etc/initrd-fstab-modules"
+printf '%s\n' "${root_modules[@]}" > "$root/etc/initrd-root-modules"
 
 # Modules with their dependencies, in the rootfs's layout, and an index of just those.
 mapfile -t modules < <(chroot "$ROOTFS" modprobe --set-version "$kver" --show-depends -a "${drivers[@]}" |
