@@ -87,7 +87,9 @@ pub fn open(
     }
     // A variable store is laid out for one firmware build's flash: another build (a machine
     // made when vm picked the 4 MB OVMF) would not find its variables, or not start.
-    let have = std::fs::metadata(&state.vars)?.len();
+    let have = std::fs::metadata(&state.vars)
+        .with_context(|| format!("reading {}", state.vars.display()))?
+        .len();
     let want = std::fs::metadata(vars_template)
         .with_context(|| format!("reading {}", vars_template.display()))?
         .len();
