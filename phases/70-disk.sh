@@ -27,16 +27,23 @@ BOOT_IMAGE=$(artifact .boot.vfat)
 "$LOISTO_IMAGE" esp "$BOOT_IMAGE" --size "$BOOT_SIZE" --label BOOT --volume-id "${roothash:0:8}" \
     EFI/BOOT/BOOTX64.EFI="$(artifact .slot-a.efi)" EFI/loisto/slot-b.efi="$(artifact .slot-b.efi)"
 
-# /var starts empty. It is made here, not by repart, because mkfs picks a random hash seed
-# otherwise; UUID and seed from the image identity keep the disk byte-identical.
+# /var and /data start empty. They are made here, not by repart, because mkfs picks a random
+# hash seed otherwise; UUID and seed from the image identity keep the disk byte-identical.
+# (/data in the image, not made on the device: its first boot then costs what every boot does.)
+# empty_ext4 LABEL SIZE: the file system image, its path in $BUILD_DIR/LABEL.ext4.
+empty_ext4() {
+    local img="$BUILD_DIR/$1.ext4" uuid
+    uuid=$(hex_to_uuid "$(printf '%s %s %s' "$IMAGE_ID" "$IMAGE_VERSION" "$1" | sha256sum | cut -c1-32)")
+    rm -f "$img"
+    faketime -f "$frozen_clock" mkfs.ext4 -q -L "$1" -U "$uuid" -E "hash_seed=$uuid" "$img" "$2"
+}
 VAR_IMAGE="$BUILD_DIR/var.ext4"
-var_uuid=$(hex_to_uuid "$(printf '%s %s var' "$IMAGE_ID" "$IMAGE_VERSION" | sha256sum | cut -c1-32)")
-rm -f "$VAR_IMAGE"
-faketime -f "$frozen_clock" \
-    mkfs.ext4 -q -L var -U "$var_uuid" -E "hash_seed=$var_uuid" "$VAR_IMAGE" "$VAR_SIZE"
+DATA_IMAGE="$BUILD_DIR/data.ext4"
+empty_ext4 var "$VAR_SIZE"
+empty_ext4 data "$DATA_SIZE"
 
 # fill_template reads the @FIELD@ values by name.
-export BOOT_IMAGE ROOT_IMAGE ROOT_VERITY ROOT_UUID ROOT_VERITY_UUID VAR_IMAGE
+export BOOT_IMAGE ROOT_IMAGE ROOT_VERITY ROOT_UUID ROOT_VERITY_UUID VAR_IMAGE DATA_IMAGE
 
 defs="$BUILD_DIR/repart.d"
 rm -rf "$defs"
@@ -53,12 +60,7 @@ seed=$(printf '%s %s %s' "$IMAGE_ID" "$IMAGE_VERSION" "$roothash" | sha256sum | 
 faketime -f "$frozen_clock" \
     systemd-repart --offline=yes --empty=create --size=auto --dry-run=no \
     --seed="$(hex_to_uuid "$seed")" --definitions="$defs" "$disk.tmp"
-# Room for /data behind the partitions: the device's systemd-repart makes it on first boot,
-# also when the image is flashed to a disk of exactly its size. sfdisk moves the backup GPT
-# to the new end, as it would be on a larger disk.
-truncate -s "+$DATA_SIZE" "$disk.tmp"
-sfdisk --quiet --relocate gpt-bak-std "$disk.tmp"
-# repart copies the boot and /var images block for block, zeros included; a hole reads as
+# repart copies the boot, /var and /data images block for block, zeros included; a hole reads as
 # zeros too, so the bytes stay the same and the disk takes only the space its data needs.
 fallocate --dig-holes "$disk.tmp"
 mv "$disk.tmp" "$disk"

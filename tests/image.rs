@@ -411,6 +411,14 @@ fn first_boot_on_an_8_gib_disk_ends_with_every_partition_in_place() {
         sectors - end < 2048 + 34,
         "data ends at sector {end} of {sectors}"
     );
+    // ...and its file system with it: the image's 256 MiB ext4, grown by the kernel while
+    // mounted (systemd-growfs), before the health line.
+    let serial = std::fs::read_to_string(state.join("serial.log")).unwrap();
+    assert!(
+        serial.contains("EXT4-fs (vda8): resized filesystem to"),
+        "/data's file system was not grown:\n{}",
+        r.stderr()
+    );
     let _ = std::fs::remove_dir_all(&state);
 }
 
