@@ -79,6 +79,7 @@ pub enum Command {
         after_help = "Examples:\n  loisto-image vm\n  loisto-image vm --headless --memory 2G --disk-size 8G\n  \
         loisto-image vm --headless --expect 'LOISTO-HEALTH .* dm=verity' --timeout 180\n  \
         loisto-image vm --state /var/tmp/dev1 --usb output/loisto_0.2.0.raucb --expect 'LOISTO-HEALTH .*slot=B' --reboots 2\n  \
+        loisto-image build && loisto-image vm --state /var/tmp/dev1 --refresh --headless\n  \
         loisto-image vm --secure-boot --headless --expect 'LOISTO-HEALTH .*secureboot=on'\n  \
         LOISTO_VM_ACCEL=tcg loisto-image vm output/loisto_0.1.0.img --qemu-arg=-s"
     )]
@@ -260,6 +261,12 @@ pub struct VmArgs {
     /// carry over to the next run with the same DIR, like a power cycle. Remove DIR to start over.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// With --state: first write the build's slot A (boot-a, root-a, root-a-verity; only the
+    /// blocks that changed) into the machine's disk and make it the slot that boots next, as an
+    /// update would; /var, /data, slot B and the UEFI variables stay. The development loop:
+    /// edit, build, `vm --state DIR --refresh`, which is a later boot, not a first one.
+    #[arg(long, requires = "state")]
+    pub refresh: bool,
     /// Plug in a USB stick holding FILE (repeatable), e.g. an update bundle.
     #[arg(long, value_name = "FILE")]
     pub usb: Vec<PathBuf>,

@@ -14,6 +14,7 @@ pub mod lines;
 pub mod lock;
 pub mod manifest;
 pub mod owned;
+pub mod partitions;
 pub mod phase;
 pub mod phase_env;
 pub mod proc;

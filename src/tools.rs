@@ -171,6 +171,12 @@ pub const KNOWN: &[Known] = &[
         version_args: &["--version"],
     },
     Known {
+        name: "dd",
+        debian: "coreutils",
+        arch: "coreutils",
+        version_args: &["--version"],
+    },
+    Known {
         name: "sha256sum",
         debian: "coreutils",
         arch: "coreutils",

@@ -92,26 +92,31 @@ impl Rig {
 
     /// sha256 of every partition of the machine's disk, by GPT name (sfdisk reads the table).
     fn partition_hashes(&self) -> Vec<(String, String)> {
-        let disk = self.state.join("disk.img");
-        let table: serde_json::Value =
-            serde_json::from_str(&common::host("sfdisk", &[&"--json", &disk]).stdout()).unwrap();
-        table["partitiontable"]["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let name = p["name"].as_str().unwrap_or("?").to_string();
-                let script = format!(
-                    "dd if={} bs=512 skip={} count={} status=none | sha256sum",
-                    disk.display(),
-                    p["start"],
-                    p["size"]
-                );
-                let h = Command::new("sh").args(["-c", &script]).output().unwrap();
-                (name, String::from_utf8_lossy(&h.stdout)[..64].to_string())
-            })
-            .collect()
+        partition_hashes(&self.state.join("disk.img"))
     }
+}
+
+/// sha256 of every partition of `disk`, by GPT name (sfdisk reads the table, dd and
+/// sha256sum the bytes).
+fn partition_hashes(disk: &std::path::Path) -> Vec<(String, String)> {
+    let table: serde_json::Value =
+        serde_json::from_str(&common::host("sfdisk", &[&"--json", &disk]).stdout()).unwrap();
+    table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let name = p["name"].as_str().unwrap_or("?").to_string();
+            let script = format!(
+                "dd if={} bs=512 skip={} count={} status=none | sha256sum",
+                disk.display(),
+                p["start"],
+                p["size"]
+            );
+            let h = Command::new("sh").args(["-c", &script]).output().unwrap();
+            (name, String::from_utf8_lossy(&h.stdout)[..64].to_string())
+        })
+        .collect()
 }
 
 /// The serial log as lines on a terminal: escape sequences gone, and what a carriage return
@@ -169,6 +174,7 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
     let t_v1 = rig.build("0.1.0", &[]);
     let v1 = rig.path("v1.img");
     std::fs::copy(rig.p.project.join("output/loisto_0.1.0.img"), &v1).unwrap();
+    let v1_roothash = std::fs::read_to_string(rig.p.project.join("output/loisto_0.1.0.roothash")).unwrap();
     let t_v2 = rig.build("0.2.0", &[]);
     let v2 = rig.path("v2.raucb");
     let started = Instant::now();
@@ -337,10 +343,55 @@ fn a_device_updates_from_usb_rolls_back_a_bad_update_and_keeps_its_data() {
     );
     assert!(!vars.contains_key("BootNext"), "{vars:?}");
 
+    // The development loop on this machine: `vm --refresh` writes v1's slot A into the disk
+    // in place of v3's and puts A first again (it is out of BootOrder, and B boots); /data,
+    // slot B and the other entries stay. The kernel's own command line shows v1's root hash.
+    let started = Instant::now();
+    let state = rig.state.to_string_lossy().into_owned();
+    let r = rig.run(&[
+        "vm",
+        "--state",
+        &state,
+        "--refresh",
+        &v1,
+        "--expect",
+        &format!(r"^LOISTO-HEALTH id=loisto version=0\.1\.0 slot=A data={data_id} "),
+        "--timeout",
+        "900",
+    ]);
+    let t_refresh = started.elapsed().as_secs_f64();
+    let serial = std::fs::read_to_string(rig.state.join("serial.log")).unwrap_or_default();
+    assert_eq!(r.code(), 0, "{}\n{}", r.stderr(), loisto_lines(&serial));
+    let line = r
+        .stderr()
+        .lines()
+        .find(|l| l.starts_with("refresh: "))
+        .unwrap_or_else(|| panic!("no refresh line:\n{}", r.stderr()))
+        .to_string();
+    assert!(
+        line.contains("BootOrder 1A0B") && line.contains("-> 1A0A,1A0B"),
+        "{line}"
+    );
+    assert!(
+        serial.contains(&format!("Command line: roothash={} ", v1_roothash.trim())),
+        "the refreshed slot A did not boot v1's root:\n{}",
+        loisto_lines(&serial)
+    );
+    has_line(&serial, &format!(r"^LOISTO-DATA kept id={data_id} "));
+    assert_eq!(boot_order(&rig.boot_variables())[..2], [0x1A0A, 0x1A0B]);
+    // Slot A now holds v1's bytes, partition for partition; the table is the machine's.
+    let parts_refreshed = rig.partition_hashes();
+    assert_eq!(names(&parts_refreshed), names(&parts_first));
+    let v1_parts = partition_hashes(std::path::Path::new(&v1));
+    for name in ["boot-a", "root-a", "root-a-verity"] {
+        let of = |p: &[(String, String)]| p.iter().find(|(n, _)| n == name).map(|(_, h)| h.clone());
+        assert_eq!(of(&parts_refreshed), of(&v1_parts), "{name} is not v1's");
+    }
+
     eprintln!(
         "figures (TCG): build v1 {t_v1:.0} s, v2 {t_v2:.0} s, v3 {t_v3:.0} s; bundle {bundle_mib:.1} MiB in \
          {t_bundle:.1} s; first boot {t_first:.0} s; second boot with refused stick {t_second:.0} s; \
          v2 install + reboot + trial {t_v2_round:.0} s ({installed}); v3 install + failed trial + rollback \
-         {t_v3_round:.0} s"
+         {t_v3_round:.0} s; vm --refresh with v1 + boot {t_refresh:.0} s ({line})"
     );
 }

@@ -472,10 +472,7 @@ fn signature_issuer(pe: &Path) -> Result<Option<String>> {
 
 /// Writes `new` over every partition of `disk` whose bytes equal `old`; returns their names.
 fn replace_partitions(disk: &Path, old: &Path, new: &Path) -> Result<Vec<String>> {
-    let table: serde_json::Value =
-        serde_json::from_str(&proc::output("sfdisk", [path_arg("--json"), path_arg(disk)])?)
-            .context("reading sfdisk --json")?;
-    let sector = table["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let table = crate::partitions::list(disk)?;
     let old_len = std::fs::metadata(old)?.len();
     let new_bytes = std::fs::read(new).with_context(|| format!("reading {}", new.display()))?;
     if new_bytes.len() as u64 != old_len {
@@ -491,26 +488,21 @@ fn replace_partitions(disk: &Path, old: &Path, new: &Path) -> Result<Vec<String>
         .open(disk)
         .with_context(|| format!("opening {}", disk.display()))?;
     let mut written = Vec::new();
-    for p in table["partitiontable"]["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let (start, size) = (p["start"].as_u64().unwrap_or(0), p["size"].as_u64().unwrap_or(0));
-        if size * sector != old_len {
+    for p in &table {
+        if p.size != old_len {
             continue;
         }
         let mut bytes = vec![0u8; old_len as usize];
-        f.seek(SeekFrom::Start(start * sector))?;
+        f.seek(SeekFrom::Start(p.start))?;
         f.read_exact(&mut bytes)
             .with_context(|| format!("reading a partition of {}", disk.display()))?;
         if crate::hash::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != old_hash {
             continue;
         }
-        f.seek(SeekFrom::Start(start * sector))?;
+        f.seek(SeekFrom::Start(p.start))?;
         f.write_all(&new_bytes)
             .with_context(|| format!("writing a partition of {}", disk.display()))?;
-        written.push(p["name"].as_str().unwrap_or("?").to_string());
+        written.push(p.name.clone());
     }
     f.sync_all()?;
     if written.is_empty() {

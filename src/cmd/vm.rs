@@ -5,7 +5,7 @@ use crate::error::{Interrupted, UsageError};
 use crate::project::Project;
 use crate::size::parse_size;
 use crate::vm::serial::{self, Outcome, Watch};
-use crate::vm::{accel, direct, firmware, secure_boot, state, usb};
+use crate::vm::{accel, direct, firmware, refresh, secure_boot, state, usb};
 use crate::{manifest, proc, ui};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -256,18 +256,31 @@ fn machine(
 ) -> Result<Machine> {
     let wanted = args.disk_size.as_deref().map(parse_size).transpose()?;
     if let Some(dir) = &args.state {
-        let st = state::open(dir, image_arg, wanted, vars_template, args.secure_boot)?;
-        if !st.fresh && args.image.is_some() {
+        // --refresh needs the image whether or not the machine exists; without it, only a new
+        // machine is made from it.
+        let (st, refresh_from) = if args.refresh {
+            let image = image_arg()?;
+            let st = state::open(dir, || Ok(image.clone()), wanted, vars_template, args.secure_boot)?;
+            (st, Some(image))
+        } else {
+            let st = state::open(dir, image_arg, wanted, vars_template, args.secure_boot)?;
+            (st, None)
+        };
+        if !st.fresh && args.image.is_some() && !args.refresh {
             eprintln!(
-                "note: IMAGE is not used: {} has its disk already (remove the directory to start from IMAGE)",
+                "note: IMAGE is not used: {} has its disk already (remove the directory to start from IMAGE, \
+                 or add --refresh to write its slot A into the machine)",
                 dir.display()
             );
         }
-        let what = format!(
+        let mut what = format!(
             "{}machine in {}",
             if st.fresh { "new " } else { "" },
             dir.display()
         );
+        if let (Some(image), false) = (&refresh_from, st.fresh) {
+            what.push_str(&refresh_slot_a(image, &st, dir, work)?);
+        }
         return Ok(Machine {
             disk: st.disk,
             format: "raw",
@@ -299,6 +312,31 @@ fn machine(
         serial_log,
         what: image.display().to_string(),
     })
+}
+
+/// `--refresh`: the build's slot A into the kept machine, and slot A first in its boot order.
+/// Returns what to add to the line that names the machine.
+fn refresh_slot_a(image: &Path, st: &state::State, dir: &Path, work: &Path) -> Result<String> {
+    let started = std::time::Instant::now();
+    let written = refresh::write_slot_a(image, &st.disk, dir)?;
+    let order = refresh::boot_slot_a_next(&st.vars, work)?;
+    let parts: Vec<String> = written
+        .iter()
+        .map(|w| format!("{} {}/{} MiB", w.name, mib(w.changed), mib(w.size)))
+        .collect();
+    eprintln!(
+        "refresh: slot A of {} written into {} ({} changed){} in {}",
+        image.display(),
+        dir.display(),
+        parts.join(", "),
+        order.map(|o| format!(", {o}")).unwrap_or_default(),
+        ui::secs(started.elapsed())
+    );
+    Ok(", slot A refreshed".into())
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
 }
 
 /// Runs QEMU and follows the console until `expect` matches, the time is up, or QEMU exits.

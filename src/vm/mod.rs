@@ -3,6 +3,7 @@
 pub mod accel;
 pub mod direct;
 pub mod firmware;
+pub mod refresh;
 pub mod secure_boot;
 pub mod serial;
 pub mod state;
