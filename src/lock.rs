@@ -13,7 +13,13 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// For a build (the output, build and cache directories).
     pub fn acquire(path: &Path, what: &Path) -> Result<Lock> {
+        Lock::acquire_for("build", path, what)
+    }
+
+    /// For `holder`, the word the refusal names the other process by ("build", "vm").
+    pub fn acquire_for(holder: &str, path: &Path, what: &Path) -> Result<Lock> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -23,12 +29,12 @@ impl Lock {
             .with_context(|| format!("opening lock file {}", path.display()))?;
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
             return Err(UsageError::new(format!(
-                "another build (pid {}) is using {}; wait for it to finish or stop it (lock: {})",
-                if holder.is_empty() { "unknown" } else { holder },
+                "another {holder} (pid {}) is using {}; wait for it to finish or stop it (lock: {})",
+                if pid.is_empty() { "unknown" } else { pid },
                 what.display(),
                 path.display()
             ))

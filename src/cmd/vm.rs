@@ -238,6 +238,8 @@ pub fn run(g: &Global, args: &VmArgs) -> Result<()> {
 
 /// Where the machine lives: its disk, UEFI variables and serial log.
 struct Machine {
+    /// A kept machine's lock, held until QEMU is gone.
+    _lock: Option<crate::lock::Lock>,
     disk: PathBuf,
     format: &'static str,
     vars: PathBuf,
@@ -282,6 +284,7 @@ fn machine(
             what.push_str(&refresh_slot_a(image, &st, dir, work)?);
         }
         return Ok(Machine {
+            _lock: Some(st.lock),
             disk: st.disk,
             format: "raw",
             vars: st.vars,
@@ -306,6 +309,7 @@ fn machine(
     };
     let (disk, format) = prepare_disk(&image, work, wanted, args.persist)?;
     Ok(Machine {
+        _lock: None,
         disk,
         format,
         vars,

@@ -2,11 +2,15 @@
 //! boot entries, BootNext and BootOrder carry over the way they do across a power cycle.
 
 use crate::error::UsageError;
+use crate::lock::Lock;
 use crate::proc;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 pub struct State {
+    /// Held while the machine runs: a second `vm` on the same DIR would write into (or boot)
+    /// a disk that a running QEMU uses.
+    pub lock: Lock,
     pub disk: PathBuf,
     pub vars: PathBuf,
     pub serial_log: PathBuf,
@@ -27,16 +31,17 @@ pub fn open(
     vars_template: &Path,
     secure: bool,
 ) -> Result<State> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError::new(format!("--state {}: not a directory", dir.display())).into());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let state = State {
+        lock: Lock::acquire_for("vm", &dir.join("lock"), dir)?,
         disk: dir.join("disk.img"),
         vars: dir.join("vars.fd"),
         serial_log: dir.join("serial.log"),
         fresh: false,
     };
-    if dir.exists() && !dir.is_dir() {
-        return Err(UsageError::new(format!("--state {}: not a directory", dir.display())).into());
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let fresh = !state.disk.exists();
     let marked = dir.join(SECURE_MARK).exists();
     if !fresh && marked != secure {
@@ -124,14 +129,38 @@ mod tests {
         assert!(s.fresh);
         assert_eq!(std::fs::metadata(&s.disk).unwrap().len(), 16384);
         std::fs::write(&s.vars, b"entries!").unwrap();
+        drop(s);
 
         // The second run boots the same disk and variables and never needs the image.
         let s = open(&dir, || panic!("image asked for"), None, &vars, false).unwrap();
         assert!(!s.fresh);
         assert_eq!(std::fs::read(&s.vars).unwrap(), b"entries!");
-        assert!(open(&dir, || panic!(), Some(4096), &vars, false).is_err());
+        drop(s);
+        let refused = |size, secure| {
+            let e = open(&dir, || panic!(), size, &vars, secure).err().unwrap();
+            format!("{e}")
+        };
+        assert!(refused(Some(4096), false).contains("disks only grow"));
         // Its variables hold no Secure Boot keys: it cannot be run with --secure-boot.
-        assert!(open(&dir, || panic!(), None, &vars, true).is_err());
+        assert!(refused(None, true).contains("made without --secure-boot"));
+    }
+
+    #[test]
+    fn a_running_machine_is_not_opened_twice() {
+        let t = tempfile::tempdir().unwrap();
+        let image = t.path().join("image.img");
+        std::fs::write(&image, vec![7u8; 8192]).unwrap();
+        let vars = t.path().join("VARS.fd");
+        std::fs::write(&vars, b"template").unwrap();
+        let dir = t.path().join("machine");
+        let running = open(&dir, || Ok(image.clone()), None, &vars, false).unwrap();
+        let e = open(&dir, || panic!("image asked for"), None, &vars, false)
+            .err()
+            .unwrap();
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        assert!(format!("{e}").contains("another vm (pid "), "{e}");
+        drop(running);
+        open(&dir, || panic!("image asked for"), None, &vars, false).unwrap();
     }
 
     #[test]
