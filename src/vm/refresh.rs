@@ -117,8 +117,12 @@ fn copy_changed(src: &mut File, dst: &mut File, from: u64, to: u64, len: u64) ->
 fn is_hole(f: &File, at: u64, len: u64) -> bool {
     use std::os::fd::AsRawFd;
     // SEEK_DATA: where the next data is at or after `at`; ENXIO when there is none.
+    // Any other failure: not known to be a hole, so the block is read and compared.
     let next = unsafe { libc::lseek(f.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
-    next < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) || next as u64 >= at + len
+    if next < 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+    }
+    next as u64 >= at + len
 }
 
 const GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";

@@ -116,14 +116,20 @@ pub fn open(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_machine_is_made_once_and_then_kept() {
+    /// A scratch directory with an image, a variable template and where the machine goes.
+    fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         let t = tempfile::tempdir().unwrap();
         let image = t.path().join("image.img");
         std::fs::write(&image, vec![7u8; 8192]).unwrap();
         let vars = t.path().join("VARS.fd");
         std::fs::write(&vars, b"template").unwrap();
         let dir = t.path().join("machine");
+        (t, image, vars, dir)
+    }
+
+    #[test]
+    fn a_machine_is_made_once_and_then_kept() {
+        let (_t, image, vars, dir) = fixture();
 
         let s = open(&dir, || Ok(image.clone()), Some(16384), &vars, false).unwrap();
         assert!(s.fresh);
@@ -147,12 +153,7 @@ mod tests {
 
     #[test]
     fn a_running_machine_is_not_opened_twice() {
-        let t = tempfile::tempdir().unwrap();
-        let image = t.path().join("image.img");
-        std::fs::write(&image, vec![7u8; 8192]).unwrap();
-        let vars = t.path().join("VARS.fd");
-        std::fs::write(&vars, b"template").unwrap();
-        let dir = t.path().join("machine");
+        let (_t, image, vars, dir) = fixture();
         let running = open(&dir, || Ok(image.clone()), None, &vars, false).unwrap();
         let e = open(&dir, || panic!("image asked for"), None, &vars, false)
             .err()
